@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Create .venv (Python 3.11) and install the locked dependency set plus facesr. Idempotent: re-runs only when
+# requirements.lock or pyproject.toml changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+if ! "$PY" -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null; then
+  echo "facesr needs Python 3.11 (found: $("$PY" --version 2>&1)); set PYTHON=/path/to/python3.11" >&2
+  exit 2
+fi
+stamp=.venv/.facesr-installed
+want=$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/facesr ]; then
+  exit 0
+fi
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade "pip==25.3"
+echo "installing the locked dependency set (first time: a few minutes, ~6.6 GB with the CUDA build of torch)..." >&2
+.venv/bin/python -m pip install -q -r requirements.lock
+.venv/bin/python -m pip install -q --no-deps -e .
+.venv/bin/python -m pip check
+echo "$want" > "$stamp"

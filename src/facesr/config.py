@@ -1,0 +1,330 @@
+"""Typed params: load params.yaml, pick a profile, apply ``--set`` overrides, validate with clear errors.
+
+params.yaml holds the paper's values at the top level and, under ``profiles``, per-profile overrides with the same
+section layout (``profiles.ci.train.batch_size`` overrides ``train.batch_size``). The active profile is the top-level
+key ``profile`` (or ``--profile``). Overrides are applied in this order: base -> profile -> ``--set KEY=VALUE``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from facesr.errors import ParamsError
+from facesr.fsutil import canonical_json, sha256_bytes
+
+DEFAULT_PARAMS_FILE = "params.yaml"
+VARIANTS = ("l1_vgg", "l1_vgg_pieapp")
+
+PosInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+Prob = Annotated[float, Field(ge=0.0, le=1.0)]
+NonNegFloat = Annotated[float, Field(ge=0.0)]
+PosFloat = Annotated[float, Field(gt=0.0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataParams(_Section):
+    source: str = Field("sample", description="default ingest source: sample | dir:PATH | s3://bucket/prefix | kaggle:OWNER/DATASET")
+    kaggle_dataset: str = Field("ashwingupta3012/human-faces", description="the paper's dataset on Kaggle")
+    hr_size: PosInt = Field(128, description="HR crop size (px)")
+    scale: Literal[2, 4, 8] = Field(4, description="upscaling factor; LR size = hr_size / scale")
+    test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(0.3, description="share of images in the test split")
+    hflip: Prob = Field(0.5, description="probability of a horizontal flip (training)")
+    rot90: Prob = Field(0.5, description="probability of a 90-degree rotation (training)")
+    max_train_side: PosInt = Field(512, description="longer side cap for stored training images (downscaled above it)")
+    max_image_pixels: PosInt = Field(89_478_485, description="decompression-bomb limit (Pillow's default)")
+    shard_size: PosInt = Field(256, description="images per training shard")
+    num_workers: NonNegInt = Field(2, description="DataLoader workers")
+    max_images: PosInt | None = Field(None, description="cap on accepted images (sorted by content hash); null = all")
+    grid_faces: PosInt = Field(4, description="test faces shown in the comparison grids")
+
+    @model_validator(mode="after")
+    def _divisible(self) -> DataParams:
+        if self.hr_size % self.scale:
+            raise ValueError(f"data.hr_size ({self.hr_size}) must be divisible by data.scale ({self.scale})")
+        return self
+
+    @property
+    def lr_size(self) -> int:
+        return self.hr_size // self.scale
+
+
+class GeneratorParams(_Section):
+    num_feat: PosInt = 64
+    num_block: PosInt = 23
+    num_grow_ch: PosInt = 32
+
+
+class DiscriminatorParams(_Section):
+    type: Literal["skip_relu", "vgg"] = Field("skip_relu", description="skip_relu: the paper's; vgg: ESRGAN baseline")
+    num_feat: PosInt = 64
+
+
+class ModelParams(_Section):
+    generator: GeneratorParams = GeneratorParams()
+    discriminator: DiscriminatorParams = DiscriminatorParams()
+
+
+class LossWeights(_Section):
+    pixel: NonNegFloat = 1e-2
+    perceptual: NonNegFloat = 1.0
+    gan: NonNegFloat = 5e-3
+    pieapp: NonNegFloat = 0.0
+
+
+class LossParams(_Section):
+    perceptual_layer: str = Field("conv5_4", description="VGG19 layer, taken before its ReLU")
+    pieapp_patch: PosInt = 64
+    pieapp_stride: PosInt = 32
+    variants: dict[str, LossWeights] = Field(
+        default_factory=lambda: {
+            "l1_vgg": LossWeights(),
+            "l1_vgg_pieapp": LossWeights(pieapp=1e-2),
+        }
+    )
+
+    @field_validator("variants")
+    @classmethod
+    def _known_variants(cls, v: dict[str, LossWeights]) -> dict[str, LossWeights]:
+        unknown = sorted(set(v) - set(VARIANTS))
+        if unknown:
+            raise ValueError(f"unknown variant(s) {unknown}; allowed: {list(VARIANTS)}")
+        return v
+
+
+class TrainParams(_Section):
+    epochs: PosInt = 100
+    max_steps: PosInt | None = Field(None, description="cap on GAN-phase optimiser steps; overrides epochs")
+    pretrain_steps: NonNegInt = Field(0, description="phase 1: L1-only steps of G (0 = none)")
+    batch_size: PosInt = 8
+    lr_g: PosFloat = 1e-4
+    lr_d: PosFloat = 1e-4
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.99)
+    lr_milestones: list[PosInt] = Field(default_factory=list, description="MultiStepLR milestones (steps)")
+    lr_gamma: PosFloat = 0.5
+    ema_decay: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.999
+    checkpoint_every: PosInt = 500
+    log_every: PosInt = 10
+    init_from: str | None = Field(None, description="BasicSR/ESRGAN .pth or our safetensors to initialise G")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: Literal["auto", "bf16", "off"] = Field("auto", description="auto = bf16 autocast on CUDA, off on CPU")
+    channels_last: bool = True
+    compile: bool = False
+    deterministic: bool = False
+
+
+class EvaluateParams(_Section):
+    metrics: list[str] = Field(
+        default_factory=lambda: ["psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb", "lpips", "pieapp", "niqe", "ma", "pi", "dmos"]
+    )
+    bootstrap: PosInt = Field(1000, description="bootstrap resamples for the 95% intervals")
+    batch_size: PosInt = 8
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class PromotionParams(_Section):
+    primary_metric: str = Field("lpips", description="metric that decides registration and promotion")
+    min_improvement: NonNegFloat = Field(0.0, description="required improvement of the primary metric")
+    guards: dict[str, NonNegFloat] = Field(
+        default_factory=lambda: {"psnr_y": 0.5, "ssim_y": 0.02},
+        description="metric -> largest tolerated worsening",
+    )
+    require_significant: bool = Field(True, description="the paired 95% interval of the primary difference excludes 0")
+
+
+class RegistryParams(_Section):
+    tracking_uri: str = Field("sqlite:///mlflow.db", description="used when MLFLOW_TRACKING_URI is not set")
+    experiment: str = "facesr"
+    model_name: str = "facesr"
+    promotion: PromotionParams = PromotionParams()
+
+
+class GpuPoolParams(_Section):
+    accelerator: str = Field("nvidia.com/gpu", description="resource name of the GPU")
+    count: PosInt = 1
+    accelerator_type: str = Field("nvidia-l4", description="node label value for the GPU type")
+    node_selector: dict[str, str] = Field(default_factory=lambda: {"facesr.io/pool": "gpu"})
+    toleration_key: str = "nvidia.com/gpu"
+    toleration_value: str = "present"
+    cpu: str = "8"
+    memory: str = "32G"
+
+
+class PipelineParams(_Section):
+    name: str = "facesr-training"
+    image: str = Field("ghcr.io/facesr/facesr:0.1.0", description="the one container image of every step")
+    gpu: GpuPoolParams = GpuPoolParams()
+    retries: NonNegInt = 2
+    cron: str = Field("0 0 3 * * 0", description="KFP cron (6 fields, with seconds): Sundays 03:00")
+
+
+class Params(_Section):
+    profile: str = Field("demo", description="active profile")
+    seed: NonNegInt = 0
+    allow_untrained_weights: bool = Field(False, description="let losses/metrics run on random weights (marked untrained)")
+    data: DataParams = DataParams()
+    model: ModelParams = ModelParams()
+    loss: LossParams = LossParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    registry: RegistryParams = RegistryParams()
+    pipeline: PipelineParams = PipelineParams()
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted-key view of every param (for MLflow params and logs)."""
+        return flatten(self.model_dump(mode="json"))
+
+    def hash(self) -> str:
+        """sha256 of the resolved params (profile applied): identical params give identical hashes."""
+        return sha256_bytes(canonical_json(self.model_dump(mode="json")).encode("utf-8"))
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def deep_merge(base: dict[str, Any], over: Mapping[str, Any], where: str = "") -> dict[str, Any]:
+    """Recursively merge ``over`` into a copy of ``base``; mappings merge, everything else replaces."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = deep_merge(dict(out[k]), v, f"{where}{k}.")
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ParamsError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. --set train.max_steps=10")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ParamsError(f"--set {item!r}: the key must be a dotted path such as train.batch_size")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"--set {item!r}: the value is not valid YAML ({exc})") from None
+    return key.split("."), value
+
+
+def _set_dotted(d: dict[str, Any], parts: list[str], value: Any) -> None:
+    cur = d
+    for p in parts[:-1]:
+        nxt = cur.get(p)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            cur[p] = nxt
+        cur = nxt
+    cur[parts[-1]] = value
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ()) if not isinstance(p, int) or True)
+        typ = err.get("type", "")
+        msg = err.get("msg", "invalid")
+        if typ == "extra_forbidden":
+            parent = ".".join(str(p) for p in err["loc"][:-1])
+            allowed = _allowed_keys(parent)
+            msg = f"unknown key; allowed here: {', '.join(allowed)}" if allowed else "unknown key"
+        got = err.get("input")
+        got_s = "" if typ == "extra_forbidden" or isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"{loc or '<root>'}: {msg}{got_s}")
+    return f"{source}: invalid params:\n  " + "\n  ".join(lines)
+
+
+def _allowed_keys(dotted_parent: str) -> list[str]:
+    model: Any = Params
+    for part in [p for p in dotted_parent.split(".") if p]:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        else:
+            return []
+    return sorted(getattr(model, "model_fields", {}).keys())
+
+
+def load_raw(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Read params.yaml (or ``path``) as a plain mapping; missing or malformed files raise ParamsError."""
+    p = Path(path or os.environ.get("FACESR_PARAMS") or DEFAULT_PARAMS_FILE)
+    if not p.exists():
+        raise ParamsError(f"{p}: params file not found (pass --params PATH or run from the project folder)")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{p}: not valid YAML ({exc})") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{p}: the top level must be a mapping of keys to values")
+    return raw
+
+
+def resolve(
+    raw: Mapping[str, Any],
+    profile: str | None = None,
+    overrides: Iterable[str] = (),
+    source: str = DEFAULT_PARAMS_FILE,
+) -> Params:
+    """Apply the profile and overrides to a raw params mapping and validate it."""
+    data = copy.deepcopy(dict(raw))
+    profiles = data.pop("profiles", {}) or {}
+    if not isinstance(profiles, dict):
+        raise ParamsError(f"{source}: 'profiles' must be a mapping of profile name to overrides")
+    parsed = [_parse_override(o) for o in overrides]
+    # a --set profile=NAME chooses the profile too
+    for parts, value in parsed:
+        if parts == ["profile"]:
+            profile = str(value)
+    name = profile or data.get("profile") or "paper"
+    if name != "paper" and name not in profiles:
+        raise ParamsError(
+            f"{source}: unknown profile {name!r}; allowed: {', '.join(sorted({'paper', *profiles}))}"
+        )
+    over = profiles.get(name) or {}
+    if not isinstance(over, dict):
+        raise ParamsError(f"{source}: profiles.{name} must be a mapping")
+    if "profiles" in over or "profile" in over:
+        raise ParamsError(f"{source}: profiles.{name} may not set 'profile' or 'profiles'")
+    merged = deep_merge(data, over)
+    merged["profile"] = name
+    for parts, value in parsed:
+        if parts[0] == "profiles":
+            raise ParamsError("--set: set the resolved key (e.g. train.lr_g), not profiles.*")
+        _set_dotted(merged, parts, value)
+    try:
+        return Params.model_validate(merged)
+    except ValidationError as exc:
+        raise ParamsError(_format_validation_error(exc, source)) from None
+
+
+def load_params(
+    path: str | os.PathLike[str] | None = None,
+    profile: str | None = None,
+    overrides: Iterable[str] = (),
+) -> Params:
+    """Load params.yaml (or ``path``), apply ``profile`` and ``--set`` overrides, validate."""
+    src = str(path or os.environ.get("FACESR_PARAMS") or DEFAULT_PARAMS_FILE)
+    return resolve(load_raw(path), profile=profile, overrides=overrides, source=src)
