@@ -239,7 +239,7 @@ def _set_dotted(d: dict[str, Any], parts: list[str], value: Any) -> None:
 def _format_validation_error(exc: ValidationError, source: str) -> str:
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err.get("loc", ()) if not isinstance(p, int) or True)
+        loc = ".".join(str(p) for p in err.get("loc", ()))
         typ = err.get("type", "")
         msg = err.get("msg", "invalid")
         if typ == "extra_forbidden":

@@ -17,6 +17,7 @@ from facesr.errors import FacesrError, UserError
 
 # verb modules, each registering its commands on `cli` when imported
 VERB_MODULES = (
+    "facesr.cli.params",
     "facesr.cli.data",
     "facesr.cli.train",
     "facesr.cli.evaluate",
@@ -67,13 +68,17 @@ def cli(ctx: click.Context, params_path: Path | None, profile: str | None, overr
         _ = app.params
 
 
+BROKEN_VERBS: dict[str, str] = {}
+
+
 def _load_verbs() -> None:
+    """Import every verb module. One that fails to import is reported, and the other verbs still work."""
     for mod in VERB_MODULES:
         try:
             importlib.import_module(mod)
-        except ModuleNotFoundError as exc:  # a verb module not written yet must not break the others
-            if exc.name != mod:
-                raise
+        except ImportError as exc:
+            BROKEN_VERBS[mod] = f"{type(exc).__name__}: {exc}"
+            print(f"facesr: warning: commands of {mod} are unavailable ({exc})", file=sys.stderr)
 
 
 _load_verbs()

@@ -1,0 +1,3 @@
+from facesr.cli.main import entrypoint
+
+entrypoint()

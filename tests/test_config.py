@@ -1,0 +1,134 @@
+"""Typed params: profiles, overrides and the errors a user sees."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from facesr.config import Params, deep_merge, flatten, load_params, load_raw, resolve
+from facesr.errors import ParamsError
+
+
+def test_paper_profile_has_the_papers_settings(params_file: Path) -> None:
+    p = load_params(params_file, profile="paper")
+    assert p.profile == "paper"
+    assert (p.data.hr_size, p.data.scale, p.data.lr_size) == (128, 4, 32)
+    assert p.data.test_fraction == pytest.approx(0.3)
+    assert (p.data.hflip, p.data.rot90) == (0.5, 0.5)
+    assert (p.train.lr_g, p.train.batch_size, p.train.epochs) == (1e-4, 8, 100)
+    assert tuple(p.train.betas) == (0.9, 0.99)
+    assert (p.model.generator.num_block, p.model.generator.num_feat, p.model.generator.num_grow_ch) == (23, 64, 32)
+    assert p.loss.variants["l1_vgg"].pixel == pytest.approx(1e-2)
+    assert p.loss.variants["l1_vgg"].gan == pytest.approx(5e-3)
+    assert p.loss.variants["l1_vgg"].pieapp == 0.0
+    assert p.loss.variants["l1_vgg_pieapp"].pieapp > 0.0
+    assert p.train.max_steps is None
+    assert p.allow_untrained_weights is False
+
+
+def test_every_profile_in_the_file_validates(params_file: Path) -> None:
+    raw = load_raw(params_file)
+    for name in ["paper", *raw["profiles"]]:
+        p = resolve(raw, profile=name)
+        assert p.profile == name
+
+
+def test_profile_overrides_only_what_it_names(params_file: Path) -> None:
+    paper = load_params(params_file, profile="paper")
+    ci = load_params(params_file, profile="ci")
+    assert ci.model.generator.num_block < paper.model.generator.num_block
+    assert ci.train.max_steps is not None
+    assert ci.allow_untrained_weights is True
+    # untouched keys keep the base value
+    assert ci.data.hr_size == paper.data.hr_size
+    assert ci.loss.variants == paper.loss.variants
+
+
+def test_default_profile_comes_from_the_file(tmp_path: Path, params_file: Path) -> None:
+    raw = load_raw(params_file)
+    raw["profile"] = "ci"
+    f = tmp_path / "params.yaml"
+    f.write_text(yaml.safe_dump(raw))
+    assert load_params(f).profile == "ci"
+    assert load_params(f, profile="paper").profile == "paper"
+
+
+def test_set_overrides_are_yaml_typed(params_file: Path) -> None:
+    p = load_params(params_file, profile="ci", overrides=["train.max_steps=7", "train.lr_g=3e-4",
+                                                         "train.betas=[0.5, 0.9]", "data.max_images=null"])
+    assert p.train.max_steps == 7
+    assert p.train.lr_g == pytest.approx(3e-4)
+    assert tuple(p.train.betas) == (0.5, 0.9)
+    assert p.data.max_images is None
+
+
+def test_set_profile_selects_the_profile(params_file: Path) -> None:
+    assert load_params(params_file, overrides=["profile=ci"]).train.max_steps == 3
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("train.batch_size=0", "train.batch_size"),
+        ("train.batch_size=many", "train.batch_size"),
+        ("data.scale=3", "data.scale"),
+        ("data.hflip=1.5", "data.hflip"),
+        ("model.discriminator.type=unet", "model.discriminator.type"),
+        ("train.bogus=1", "allowed here"),
+        ("loss.variants.l2={pixel: 1}", "unknown variant"),
+        ("data.hr_size=130", "divisible"),
+    ],
+)
+def test_bad_values_name_the_key(params_file: Path, override: str, fragment: str) -> None:
+    with pytest.raises(ParamsError) as exc:
+        load_params(params_file, profile="ci", overrides=[override])
+    assert fragment in str(exc.value)
+
+
+def test_unknown_key_lists_the_allowed_ones(params_file: Path) -> None:
+    with pytest.raises(ParamsError) as exc:
+        load_params(params_file, overrides=["train.bacth_size=4"])
+    msg = str(exc.value)
+    assert "train.bacth_size" in msg and "batch_size" in msg
+
+
+def test_malformed_override_and_unknown_profile(params_file: Path) -> None:
+    with pytest.raises(ParamsError, match="KEY=VALUE"):
+        load_params(params_file, overrides=["train.max_steps"])
+    with pytest.raises(ParamsError, match="unknown profile 'nope'"):
+        load_params(params_file, profile="nope")
+
+
+def test_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)
+    notmap = tmp_path / "list.yaml"
+    notmap.write_text("- 1\n- 2\n")
+    with pytest.raises(ParamsError, match="mapping"):
+        load_params(notmap)
+
+
+def test_hash_is_stable_and_sensitive(params_file: Path) -> None:
+    a = load_params(params_file, profile="ci")
+    b = load_params(params_file, profile="ci")
+    c = load_params(params_file, profile="ci", overrides=["seed=1"])
+    assert a.hash() == b.hash()
+    assert a.hash() != c.hash()
+    assert len(a.hash()) == 64
+
+
+def test_flat_and_merge_helpers() -> None:
+    assert flatten({"a": {"b": 1, "c": {"d": 2}}, "e": []}) == {"a.b": 1, "a.c.d": 2, "e": []}
+    base = {"a": {"b": 1, "c": 2}, "x": [1]}
+    merged = deep_merge(base, {"a": {"c": 3}, "x": [2]})
+    assert merged == {"a": {"b": 1, "c": 3}, "x": [2]}
+    assert base == {"a": {"b": 1, "c": 2}, "x": [1]}  # not mutated
+    flat = Params().flat()
+    assert flat["train.lr_g"] == pytest.approx(1e-4)
+    assert "loss.variants.l1_vgg_pieapp.pieapp" in flat
