@@ -165,6 +165,9 @@ class PipelineParams(_Section):
     image: str = Field("ghcr.io/facesr/facesr:0.1.0", description="the one container image of every step")
     gpu: GpuPoolParams = GpuPoolParams()
     retries: NonNegInt = 2
+    checkpoint_pvc: str | None = Field(
+        "facesr-checkpoints", description="PVC (ReadWriteMany) the training tasks checkpoint to, so retries resume; null = none"
+    )
     cron: str = Field("0 0 3 * * 0", description="KFP cron (6 fields, with seconds): Sundays 03:00")
 
 
