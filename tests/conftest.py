@@ -12,6 +12,8 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 
+pytest_plugins = ["tests.fixtures_data"]  # shared data fixtures: sample_raw, prepared_ci, ci_params
+
 
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
