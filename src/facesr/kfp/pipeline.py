@@ -1,0 +1,146 @@
+"""The ``facesr-training`` pipeline: ingest -> prepare -> train (each variant, in parallel) -> evaluate -> register ->
+promote, with GPU placement, retries that resume from checkpoints, and caching for the data steps.
+
+Everything cluster-specific comes from ``params.pipeline`` (the image, the GPU pool's resource name, count, node
+selector and taint, CPU/memory, retries, the checkpoint PVC); the infra Terraform reads the same keys, so the pool the
+pipeline asks for is the pool that exists.
+"""
+
+# no `from __future__ import annotations`: KFP reads the pipeline function's annotations as types
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, List, NamedTuple  # noqa: UP035 - KFP reads these annotations
+
+from kfp import compiler, dsl
+from kfp import kubernetes as k8s
+
+from facesr.config import VARIANTS, Params
+from facesr.fsutil import atomic_write_text
+from facesr.kfp.components import make_components
+from facesr.kfp.runtime import CHECKPOINT_MOUNT
+
+#: taint effect of the GPU pool (nvidia.com/gpu=present:NoSchedule)
+GPU_TAINT_EFFECT = "NoSchedule"
+#: CPU/memory of the non-GPU tasks
+CPU_TASK = {"cpu": "2", "memory": "8G"}
+#: back-off between retries of a training task (a preempted node needs a replacement)
+RETRY_BACKOFF = "120s"
+
+TRAIN_TASK_NAME = "train"
+
+
+class PipelineOutputs(NamedTuple):
+    evaluation: dsl.Artifact
+    metrics: dsl.Metrics
+    registered_version: str
+    champion_version: str
+
+
+def _place_on_gpu_pool(task: dsl.PipelineTask, params: Params) -> dsl.PipelineTask:
+    """GPU request, CPU/memory, node selector and toleration for the GPU pool, retries (params.pipeline)."""
+    gpu = params.pipeline.gpu
+    task.set_accelerator_type(gpu.accelerator)
+    task.set_accelerator_limit(gpu.count)
+    task.set_cpu_request(gpu.cpu).set_cpu_limit(gpu.cpu)
+    task.set_memory_request(gpu.memory).set_memory_limit(gpu.memory)
+    for key, value in sorted(gpu.node_selector.items()):
+        k8s.add_node_selector(task, label_key=key, label_value=value)
+    k8s.add_toleration(task, key=gpu.toleration_key, operator="Equal", value=gpu.toleration_value,
+                       effect=GPU_TAINT_EFFECT)
+    if params.pipeline.retries:
+        task.set_retry(num_retries=params.pipeline.retries, backoff_duration=RETRY_BACKOFF, backoff_factor=2.0)
+    return task
+
+
+def _cpu_task(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    task.set_cpu_request(CPU_TASK["cpu"]).set_memory_request(CPU_TASK["memory"])
+    return task
+
+
+def build_pipeline(params: Params) -> Callable[..., Any]:
+    """The pipeline function (a ``@dsl.pipeline``), with defaults and placement taken from ``params``."""
+    ops = make_components(params.pipeline.image)
+    pvc = params.pipeline.checkpoint_pvc
+    default_variants = [v for v in VARIANTS if v in params.loss.variants] or list(VARIANTS)
+
+    @dsl.pipeline(
+        name=params.pipeline.name,
+        description="facesr x4 face super-resolution: ingest, prepare, train l1_vgg and l1_vgg_pieapp in parallel "
+                    "on the GPU pool, evaluate, register in MLflow (alias challenger), promote (alias champion).",
+    )
+    def facesr_training(
+        source: str = params.data.source,
+        data_version: str = "",
+        profile: str = params.profile,
+        variants: List[str] = default_variants,  # noqa: B006 - a KFP default, never mutated
+        mlflow_uri: str = "",
+        model_name: str = params.registry.model_name,
+        overrides: List[str] = [],  # noqa: B006
+        params_text: str = "",
+        checkpoint_root: str = CHECKPOINT_MOUNT if pvc else "",
+    ) -> PipelineOutputs:
+        common = {"profile": profile, "overrides": overrides, "params_text": params_text}
+
+        ingest = ops["ingest"](source=source, data_version=data_version, **common)
+        ingest.set_display_name("ingest").set_caching_options(True)
+        _cpu_task(ingest)
+
+        prepare = ops["prepare"](raw=ingest.outputs["raw"], **common)
+        prepare.set_display_name("prepare").set_caching_options(True)
+        _cpu_task(prepare)
+
+        with dsl.ParallelFor(variants, name="variants") as variant:
+            train = ops["train"](data=prepare.outputs["prepared"], variant=variant, checkpoint_root=checkpoint_root,
+                                 run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, **common)
+            train.set_display_name(TRAIN_TASK_NAME).set_caching_options(False)
+            _place_on_gpu_pool(train, params)
+            if pvc:
+                k8s.mount_pvc(train, pvc_name=pvc, mount_path=CHECKPOINT_MOUNT)
+
+        # one Collected per consumer (sharing one Collected object between two tasks breaks the compiler)
+        evaluate = ops["evaluate"](data=prepare.outputs["prepared"], models=dsl.Collected(train.outputs["model"]),
+                                   **common)
+        evaluate.set_display_name("evaluate").set_caching_options(False)
+        _cpu_task(evaluate)
+
+        register = ops["register"](evaluation=evaluate.outputs["evaluation"],
+                                   models=dsl.Collected(train.outputs["model"]), mlflow_uri=mlflow_uri,
+                                   model_name=model_name, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, **common)
+        register.set_display_name("register").set_caching_options(False)
+        _cpu_task(register)
+
+        promote = ops["promote"](registered_version=register.outputs["Output"], mlflow_uri=mlflow_uri,
+                                 model_name=model_name, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, **common)
+        promote.set_display_name("promote").set_caching_options(False)
+        _cpu_task(promote)
+
+        return PipelineOutputs(
+            evaluation=evaluate.outputs["evaluation"],
+            metrics=evaluate.outputs["metrics"],
+            registered_version=register.outputs["Output"],
+            champion_version=promote.outputs["Output"],
+        )
+
+    return facesr_training
+
+
+def compile_pipeline(params: Params, out: str | Path) -> Path:
+    """Compile the pipeline to a KFP v2 IR YAML at ``out`` (written atomically); returns the path."""
+    out = Path(out)
+    if out.suffix not in (".yaml", ".yml"):
+        from facesr.errors import UserError
+
+        raise UserError(f"--out {out}: the compiled pipeline must be a .yaml or .yml file")
+    tmp_dir = out.parent
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=tmp_dir, prefix=".compile-") as tmp:
+        staged = Path(tmp) / out.name
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            compiler.Compiler().compile(build_pipeline(params), package_path=str(staged))
+        atomic_write_text(out, staged.read_text(encoding="utf-8"))
+    return out
