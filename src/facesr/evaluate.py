@@ -1,0 +1,552 @@
+"""Evaluate: score the bicubic baseline and each model on the fixed test pairs; tables, intervals, grids.
+
+Outputs (one atomic folder): metrics.json (DVC metrics form), per_image.csv, table.md (the paper's Table 1 layout with
+paired bootstrap intervals of l1_vgg_pieapp - l1_vgg), grids/*.png, manifest.json. See docs/evaluation.md.
+
+Helpers the registry's promotion gate uses: ``paired_bootstrap(a, b, n, seed)``, ``load_per_image(eval_dir)``,
+``paired_scores(per_a, per_b)``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from facesr.config import Params
+from facesr.errors import InputError, UserError
+from facesr.fsutil import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file, tree_hash
+from facesr.metrics import LOWER_IS_BETTER, METRICS
+from facesr.metrics.fidelity import psnr, ssim
+from facesr.metrics.noref import MA_MISSING_REASON, NIQE_MIN_SIDE, BRISQUEMetric, NIQEMetric
+from facesr.metrics.perceptual import LPIPSMetric, PieAPPMetric
+
+log = logging.getLogger(__name__)
+
+BASELINE = "bicubic"
+BICUBIC_NOTE = "bicubic = PIL Image.resize(..., Image.BICUBIC) x scale of the LR test image (the same bicubic family as the LR operator)"
+FORMAT = "facesr.eval/1"
+# NIQE/PI are computed on the whole test images (test/full_lr upscaled, compared with nothing): the LR is centre-cropped
+# to at most this many pixels per side so the cost stays bounded; images whose SR output (minus the border crop) is
+# below NIQE_MIN_SIDE on a side are skipped.
+NIQE_MAX_LR_SIDE = 128
+TABLE_COLUMNS = [("psnr_y", "PSNR"), ("ssim_y", "SSIM"), ("lpips", "LPIPS*"), ("dmos", "DMOS*"), ("pi", "PI*"),
+                 ("pieapp", "PieAPP*")]
+EXTRA_COLUMNS = [("psnr_rgb", "PSNR (RGB)"), ("ssim_rgb", "SSIM (RGB)"), ("niqe", "NIQE*"), ("ma", "Ma")]
+VARIANT_A, VARIANT_B = "l1_vgg", "l1_vgg_pieapp"
+
+
+@dataclass
+class TestPair:
+    name: str
+    lr: np.ndarray  # uint8 HWC
+    hr: np.ndarray  # uint8 HWC
+
+
+# ---------------------------------------------------------------------------------------------------- statistics
+
+
+def bootstrap_ci(values: Sequence[float], n: int, seed: int) -> list[float] | None:
+    """Percentile 95% bootstrap interval of the mean (NaNs dropped); None with fewer than one value."""
+    x = np.asarray(values, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return None
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(n, x.size))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return [float(lo), float(hi)]
+
+
+def paired_bootstrap(a: Sequence[float], b: Sequence[float], n: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Paired bootstrap of mean(b - a) over the same images (pairs with a NaN on either side are dropped).
+
+    Returns ``{"mean_diff", "ci95": [lo, hi], "n", "significant"}``; ``significant`` is true when the 95% interval
+    excludes 0. ``a`` and ``b`` must be aligned (same image at the same index): see ``paired_scores``.
+    """
+    a_arr, b_arr = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a_arr.shape != b_arr.shape:
+        raise ValueError(f"paired_bootstrap needs aligned scores; got {a_arr.shape} and {b_arr.shape}")
+    d = b_arr - a_arr
+    d = d[np.isfinite(d)]
+    if d.size == 0:
+        return {"mean_diff": None, "ci95": None, "n": 0, "significant": False}
+    ci = bootstrap_ci(d, n, seed)
+    assert ci is not None
+    return {"mean_diff": float(d.mean()), "ci95": ci, "n": int(d.size), "significant": bool(ci[0] > 0 or ci[1] < 0)}
+
+
+def load_per_image(eval_dir: str | Path) -> dict[str, dict[str, dict[str, float]]]:
+    """Read EVAL/per_image.csv -> ``{model: {metric: {image: score}}}`` (missing scores are left out)."""
+    path = Path(eval_dir) / "per_image.csv"
+    if not path.is_file():
+        raise InputError(f"{path}: not found; expected the output folder of `facesr evaluate`")
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or reader.fieldnames[:2] != ["model", "image"]:
+            raise InputError(f"{path}: expected the columns model,image,<metric>...; got {reader.fieldnames}")
+        metrics = reader.fieldnames[2:]
+        for row in reader:
+            per_model = out.setdefault(row["model"], {m: {} for m in metrics})
+            for m in metrics:
+                v = row.get(m, "")
+                if v not in ("", None):
+                    val = float(v)
+                    if math.isfinite(val):
+                        per_model[m][row["image"]] = val
+    return out
+
+
+def paired_scores(per_a: dict[str, float], per_b: dict[str, float]) -> tuple[list[str], list[float], list[float]]:
+    """Align two ``{image: score}`` maps on the images both have (sorted names) -> (names, a, b)."""
+    names = sorted(set(per_a) & set(per_b))
+    return names, [per_a[n] for n in names], [per_b[n] for n in names]
+
+
+# ---------------------------------------------------------------------------------------------------- inputs
+
+
+def _read_png(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read the image ({exc})") from None
+
+
+def _read_test_pairs_fallback(data: Path) -> list[TestPair]:
+    """The documented layout PREP/test/{hr,lr}/NAME.png, read directly (used only when facesr.data.dataset is absent)."""
+    hr_dir, lr_dir = data / "test" / "hr", data / "test" / "lr"
+    if not hr_dir.is_dir() or not lr_dir.is_dir():
+        raise InputError(f"{data}: no test/hr and test/lr folders; expected the output folder of `facesr prepare`")
+    pairs = []
+    for hr_path in sorted(hr_dir.glob("*.png")):
+        lr_path = lr_dir / hr_path.name
+        if not lr_path.is_file():
+            raise InputError(f"{lr_path}: missing (every test/hr image needs its test/lr pair)")
+        pairs.append(TestPair(hr_path.stem, _read_png(lr_path), _read_png(hr_path)))
+    return pairs
+
+
+def load_pairs(data: Path) -> list[TestPair]:
+    """The fixed test pairs, sorted by name (via facesr.data.dataset.load_test_pairs when it is installed)."""
+    if not data.is_dir():
+        raise InputError(f"--data {data}: not a folder; expected the output folder of `facesr prepare`")
+    try:
+        from facesr.data.dataset import load_test_pairs
+    except ImportError:
+        pairs = _read_test_pairs_fallback(data)
+    else:
+        pairs = [TestPair(p.name, np.asarray(p.lr, dtype=np.uint8), np.asarray(p.hr, dtype=np.uint8))
+                 for p in load_test_pairs(data)]
+    if not pairs:
+        raise InputError(f"{data}/test: no test pairs; expected test/hr/*.png and test/lr/*.png from `facesr prepare`")
+    return sorted(pairs, key=lambda p: p.name)
+
+
+def load_full_lr(data: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """test/full_lr/NAME.png for the names that have one, centre-cropped to NIQE_MAX_LR_SIDE per side."""
+    out = {}
+    try:
+        from facesr.data.dataset import load_test_pairs
+
+        full = {p.name: np.asarray(p.lr, dtype=np.uint8) for p in load_test_pairs(data, full=True)}
+    except ImportError:
+        full = {n: _read_png(data / "test" / "full_lr" / f"{n}.png") for n in names
+                if (data / "test" / "full_lr" / f"{n}.png").is_file()}
+    except InputError as exc:  # an older prepared folder without full images: NIQE is then reported n/a
+        log.warning("evaluate: no full test images (%s); NIQE/PI not computed", exc)
+        full = {}
+    for name in names:
+        if name in full:
+            img = full[name]
+            h, w = img.shape[:2]
+            ch, cw = min(h, NIQE_MAX_LR_SIDE), min(w, NIQE_MAX_LR_SIDE)
+            top, left = (h - ch) // 2, (w - cw) // 2
+            out[name] = img[top:top + ch, left:left + cw]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- upscalers
+
+
+def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
+    """The baseline: PIL BICUBIC upscaling by ``scale``."""
+    h, w = lr.shape[:2]
+    return np.asarray(Image.fromarray(lr).resize((w * scale, h * scale), Image.BICUBIC), dtype=np.uint8)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("evaluate.device: 'cuda' but no CUDA device is available; allowed here: auto, cpu")
+    return torch.device(name)
+
+
+def model_path(path: Path) -> Path:
+    """A train output folder (OUT with OUT/model/) -> its model folder; a model folder or a .safetensors as given."""
+    return path / "model" if path.is_dir() and (path / "model").is_dir() else path
+
+
+def _load_generator(path: Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
+    from facesr.models.io import load_generator
+
+    return load_generator(model_path(path), device=device)
+
+
+def model_upscaler(model: torch.nn.Module, device: torch.device, batch_size: int) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
+    """uint8 HWC LR images -> uint8 HWC SR images (clamped to 0..1 and rounded to 8 bits, as saved images are)."""
+
+    @torch.no_grad()
+    def run(lrs: list[np.ndarray]) -> list[np.ndarray]:
+        out: list[np.ndarray] = []
+        i = 0
+        while i < len(lrs):
+            # batch only images of the same size (the full test images differ)
+            j = i + 1
+            while j < len(lrs) and j - i < batch_size and lrs[j].shape == lrs[i].shape:
+                j += 1
+            x = torch.from_numpy(np.stack(lrs[i:j])).permute(0, 3, 1, 2).float().div(255).to(device)
+            y = model(x).float().clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+            out.extend(list(y))
+            i = j
+        return out
+
+    return run
+
+
+# ---------------------------------------------------------------------------------------------------- scoring
+
+
+def _fidelity(srs: list[np.ndarray], hrs: list[np.ndarray], border: int) -> dict[str, list[float]]:
+    return {
+        "psnr_y": [psnr(s, h, border, True) for s, h in zip(srs, hrs)],
+        "ssim_y": [ssim(s, h, border, True) for s, h in zip(srs, hrs)],
+        "psnr_rgb": [psnr(s, h, border, False) for s, h in zip(srs, hrs)],
+        "ssim_rgb": [ssim(s, h, border, False) for s, h in zip(srs, hrs)],
+    }
+
+
+def _batched(fn: Callable[..., list[float]], bs: int, *lists: list[np.ndarray]) -> list[float]:
+    out: list[float] = []
+    for i in range(0, len(lists[0]), bs):
+        out.extend(fn(*[lst[i:i + bs] for lst in lists]))
+    return out
+
+
+class Scorer:
+    """Builds each requested metric once (weights resolved once) and scores one model's outputs."""
+
+    def __init__(self, params: Params, device: torch.device) -> None:
+        self.params = params
+        self.wanted = list(params.evaluate.metrics)
+        unknown = [m for m in self.wanted if m not in METRICS]
+        if unknown:
+            raise UserError(f"evaluate.metrics: unknown metric(s) {unknown}; allowed: {', '.join(METRICS)}")
+        allow = params.allow_untrained_weights
+        self.scale = params.data.scale
+        self.bs = params.evaluate.batch_size
+        self.lpips = LPIPSMetric(allow, device) if "lpips" in self.wanted else None
+        self.pieapp = PieAPPMetric(allow, device) if "pieapp" in self.wanted else None
+        self.niqe = NIQEMetric() if {"niqe", "pi"} & set(self.wanted) else None
+        self.dmos = BRISQUEMetric() if "dmos" in self.wanted else None
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        """metric -> {"weights": real|untrained|missing|none, "reason", "provenance"}."""
+        st: dict[str, dict[str, Any]] = {}
+        for m in self.wanted:
+            if m in ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb"):
+                st[m] = {"weights": "none", "reason": None}
+            elif m in ("ma", "pi"):
+                st[m] = {"weights": "missing", "reason": MA_MISSING_REASON}
+            else:
+                obj = {"lpips": self.lpips, "pieapp": self.pieapp, "niqe": self.niqe, "dmos": self.dmos}[m]
+                st[m] = {"weights": obj.status, "reason": obj.weights.reason, "provenance": obj.weights.as_dict()}
+        return st
+
+    def score(self, srs: list[np.ndarray], hrs: list[np.ndarray], full_srs: dict[str, np.ndarray],
+              names: list[str]) -> dict[str, list[float]]:
+        nan = [float("nan")] * len(srs)
+        res: dict[str, list[float]] = {}
+        fid = _fidelity(srs, hrs, self.scale) if {"psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb"} & set(self.wanted) else {}
+        for m in self.wanted:
+            if m in fid:
+                res[m] = fid[m]
+        if self.lpips is not None:
+            res["lpips"] = _batched(self.lpips, self.bs, srs, hrs)
+        if self.pieapp is not None:
+            res["pieapp"] = _batched(self.pieapp, self.bs, srs, hrs)
+        if self.dmos is not None:
+            res["dmos"] = _batched(self.dmos, self.bs, srs)
+        if self.niqe is not None:
+            niqe = [self.niqe(full_srs[n], border=self.scale) if n in full_srs else float("nan") for n in names]
+            if "niqe" in self.wanted:
+                res["niqe"] = niqe
+        if "ma" in self.wanted:
+            res["ma"] = list(nan)
+        if "pi" in self.wanted:
+            res["pi"] = list(nan)  # ((10 - Ma) + NIQE) / 2 needs Ma
+        return res
+
+
+# ---------------------------------------------------------------------------------------------------- outputs
+
+
+def _fmt(v: float | None, metric: str) -> str:
+    if v is None or not math.isfinite(v):
+        return "n/a"
+    return f"{v:.4f}" if metric.startswith("ssim") or metric == "lpips" else f"{v:.3f}"
+
+
+def _cell(entry: dict[str, Any], metric: str) -> str:
+    if entry["weights"] == "missing":
+        return "missing"
+    if entry["mean"] is None:
+        return "n/a"
+    s = _fmt(entry["mean"], metric)
+    if entry.get("ci95"):
+        s += f" [{_fmt(entry['ci95'][0], metric)}, {_fmt(entry['ci95'][1], metric)}]"
+    if entry["weights"] == "untrained":
+        s += " (untrained)"
+    return s
+
+
+def render_table(metrics: dict[str, Any], diffs: dict[str, Any], status: dict[str, dict[str, Any]],
+                 model_meta: dict[str, dict[str, Any]], n_images: int, n_boot: int) -> str:
+    cols = [(m, t) for m, t in TABLE_COLUMNS if m in status]
+    extra = [(m, t) for m, t in EXTRA_COLUMNS if m in status]
+    lines = ["# Evaluation (the paper's Table 1 layout)", "",
+             f"Mean over {n_images} fixed test images (HR {metrics_hr_desc(model_meta)}), with the 95% bootstrap interval "
+             f"of the mean ({n_boot} resamples). * = lower is better. PSNR/SSIM on the Y channel (ITU-R BT.601), "
+             "border crop = scale.", ""]
+
+    def table(columns: list[tuple[str, str]]) -> list[str]:
+        out = ["| Model | " + " | ".join(t for _, t in columns) + " |", "|---|" + "---|" * len(columns)]
+        for model, entries in metrics.items():
+            name = model + (" †" if model_meta.get(model, {}).get("untrained_weights") else "")
+            out.append(f"| {name} | " + " | ".join(_cell(entries[m], m) for m, _ in columns) + " |")
+        return out
+
+    lines += table(cols)
+    if extra:
+        lines += ["", "Also computed:", ""] + table(extra)
+    if diffs:
+        lines += ["", f"## Paired difference {VARIANT_B} − {VARIANT_A} (same images; 95% paired bootstrap interval)", "",
+                  "| Metric | Mean difference | 95% interval | n | Interval excludes 0 | Better |", "|---|---|---|---|---|---|"]
+        for m, d in diffs.items():
+            if d["mean_diff"] is None:
+                lines.append(f"| {m} | n/a | n/a | 0 | no | |")
+                continue
+            better = ""
+            if d["significant"]:
+                lower_b = d["mean_diff"] < 0
+                better = VARIANT_B if (lower_b == (m in LOWER_IS_BETTER)) else VARIANT_A
+            lines.append(f"| {m} | {d['mean_diff']:+.4f} | [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}] | {d['n']} | "
+                         f"{'yes' if d['significant'] else 'no'} | {better} |")
+    lines += ["", "Notes:", "", f"- {BICUBIC_NOTE}."]
+    for m, st in status.items():
+        if st["weights"] in ("real", "untrained", "missing"):
+            prov = st.get("provenance") or {}
+            what = {"real": f"weights {prov.get('file')} (sha256 {str(prov.get('sha256'))[:12]}…)",
+                    "untrained": "UNTRAINED (random) weights: scores are not comparable with published numbers",
+                    "missing": f"missing: {st.get('reason')}"}[st["weights"]]
+            lines.append(f"- {m}: {what}")
+    lines.append(f"- NIQE is computed on the whole test images (test/full_lr, centre-cropped to at most {NIQE_MAX_LR_SIDE} "
+                 f"px per side, upscaled), only where the output minus the border is at least {NIQE_MIN_SIDE} px per side; "
+                 "on a 128x128 crop it would be one 96x96 block (degenerate).")
+    lines.append("- DMOS* is BRISQUE's predicted DMOS (piq; SVR trained on LIVE IQA DMOS): the paper does not name its predictor.")
+    if any(mm.get("untrained_weights") for mm in model_meta.values()):
+        lines.append("- † model trained with untrained (random) loss networks (VGG19/PieAPP): a pipeline check, not a result.")
+    return "\n".join(lines) + "\n"
+
+
+def metrics_hr_desc(model_meta: dict[str, dict[str, Any]]) -> str:
+    return model_meta.get("_hr", {}).get("desc", "crops")
+
+
+def _label_font() -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=12)
+    except TypeError:  # older Pillow
+        return ImageFont.load_default()
+
+
+def make_grid(columns: list[tuple[str, np.ndarray]]) -> Image.Image:
+    """One row of equally sized images with a label above each."""
+    h, w = columns[0][1].shape[:2]
+    pad, head = 4, 18
+    grid = Image.new("RGB", (len(columns) * (w + pad) + pad, h + head + pad), "white")
+    draw = ImageDraw.Draw(grid)
+    font = _label_font()
+    for i, (label, img) in enumerate(columns):
+        x = pad + i * (w + pad)
+        draw.text((x, 2), label, fill="black", font=font)
+        grid.paste(Image.fromarray(img), (x, head))
+    return grid
+
+
+def _png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------------- the step
+
+
+def _model_inputs(models: dict[str, Path]) -> None:
+    for name, path in models.items():
+        if name == BASELINE:
+            raise UserError(f"--model {name}=...: the name {BASELINE!r} is reserved for the baseline; choose another")
+        if not path.exists():
+            raise InputError(f"--model {name}={path}: not found; expected a model folder from `facesr train` (OUT/model) "
+                             "or a generator .safetensors file")
+
+
+def _input_hash(path: Path) -> str:
+    return tree_hash(path) if path.is_dir() else sha256_file(path)
+
+
+def evaluate(params: Params, data: Path, models: dict[str, Path], out: Path) -> dict[str, Any]:
+    """Score the bicubic baseline and each model; write the eval folder; return the metrics dict (metrics.json)."""
+    t0 = time.time()
+    data, out = Path(data), Path(out)
+    models = {k: Path(v) for k, v in models.items()}
+    _model_inputs(models)
+    pairs = load_pairs(data)
+    names = [p.name for p in pairs]
+    lrs, hrs = [p.lr for p in pairs], [p.hr for p in pairs]
+    scale = params.data.scale
+    for p in pairs:
+        if p.hr.shape[:2] != (p.lr.shape[0] * scale, p.lr.shape[1] * scale):
+            raise InputError(f"{data}/test: {p.name}: HR {p.hr.shape[:2]} is not {scale}x LR {p.lr.shape[:2]} "
+                             f"(data.scale = {scale})")
+    full_lr = load_full_lr(data, names)
+    full_names = list(full_lr)
+    device = _device(params.evaluate.device)
+    scorer = Scorer(params, device)
+    status = scorer.status()
+    n_boot, seed = params.evaluate.bootstrap, params.seed
+
+    upscalers: dict[str, Callable[[list[np.ndarray]], list[np.ndarray]]] = {
+        BASELINE: lambda xs: [bicubic_upscale(x, scale) for x in xs]}
+    model_meta: dict[str, dict[str, Any]] = {BASELINE: {"method": BICUBIC_NOTE}}
+    for name, path in models.items():
+        model, meta = _load_generator(path, device)
+        model.eval()
+        mscale = meta.get("scale", scale)
+        if mscale != scale:
+            raise InputError(f"--model {name}={path}: the model upscales x{mscale}, data.scale is {scale}")
+        upscalers[name] = model_upscaler(model, device, params.evaluate.batch_size)
+        model_meta[name] = {"path": str(path), "sha256": _input_hash(model_path(path)), "variant": meta.get("variant"),
+                            "untrained_weights": bool(meta.get("untrained_weights", False)),
+                            "steps": meta.get("steps"), "params_hash": meta.get("params_hash")}
+
+    per_image: dict[str, dict[str, list[float]]] = {}
+    outputs: dict[str, list[np.ndarray]] = {}
+    for name, up in upscalers.items():
+        t = time.time()
+        srs = up(lrs)
+        for n, s, h in zip(names, srs, hrs):
+            if s.shape != h.shape:
+                raise InputError(f"--model {name}: output for {n} is {s.shape}, expected {h.shape}")
+        full_srs = dict(zip(full_names, up([full_lr[n] for n in full_names]))) if scorer.niqe is not None else {}
+        per_image[name] = scorer.score(srs, hrs, full_srs, names)
+        outputs[name] = srs
+        log.info("evaluate: %s scored on %d images in %.1f s", name, len(names), time.time() - t)
+
+    metrics: dict[str, Any] = {}
+    for name, scores in per_image.items():
+        metrics[name] = {}
+        for m in scorer.wanted:
+            vals = np.asarray(scores[m], dtype=np.float64)
+            finite = vals[np.isfinite(vals)]
+            st = status[m]
+            entry: dict[str, Any] = {"mean": float(finite.mean()) if finite.size else None,
+                                     "ci95": bootstrap_ci(finite, n_boot, seed), "n": int(finite.size),
+                                     "weights": st["weights"]}
+            if st["weights"] == "missing":
+                entry.update(mean=None, ci95=None, n=0, reason=st["reason"])
+            elif not finite.size:
+                entry["reason"] = (f"no image large enough (needs >= {NIQE_MIN_SIDE} px per side after the border crop)"
+                                   if m == "niqe" else "no finite scores")
+            metrics[name][m] = entry
+
+    diffs: dict[str, Any] = {}
+    if VARIANT_A in per_image and VARIANT_B in per_image:
+        for m in scorer.wanted:
+            if status[m]["weights"] != "missing":
+                diffs[m] = paired_bootstrap(per_image[VARIANT_A][m], per_image[VARIANT_B][m], n_boot, seed)
+
+    hr_h, hr_w = hrs[0].shape[:2]
+    model_meta_table = dict(model_meta, _hr={"desc": f"{hr_h}x{hr_w} crops"})
+    table = render_table(metrics, diffs, status, model_meta_table, len(names), n_boot)
+
+    with atomic_dir(out) as tmp:
+        atomic_write_json(tmp / "metrics.json", metrics)
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["model", "image", *scorer.wanted])
+        for name, scores in per_image.items():
+            for i, n in enumerate(names):
+                row = [scores[m][i] for m in scorer.wanted]
+                writer.writerow([name, n, *("" if not math.isfinite(v) else repr(float(v)) for v in row)])
+        atomic_write_text(tmp / "per_image.csv", buf.getvalue())
+        atomic_write_text(tmp / "table.md", table)
+        if diffs:
+            atomic_write_json(tmp / "paired_differences.json", {"difference": f"{VARIANT_B} - {VARIANT_A}", **diffs})
+        grid_paths = []
+        order = [BASELINE] + [m for m in (VARIANT_A, VARIANT_B) if m in outputs] + \
+                [m for m in outputs if m not in (BASELINE, VARIANT_A, VARIANT_B)]
+        for i in range(min(params.data.grid_faces, len(names))):
+            lr_big = np.asarray(Image.fromarray(lrs[i]).resize((hr_w, hr_h), Image.NEAREST))
+            cols = [("LR", lr_big)] + [(m, outputs[m][i]) for m in order] + [("HR", hrs[i])]
+            rel = f"grids/{i:02d}-{names[i]}.png"
+            atomic_write_bytes(tmp / rel, _png_bytes(make_grid(cols)))
+            grid_paths.append(rel)
+        prep_manifest = data / "manifest.json"
+        manifest = {
+            "format": FORMAT,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "inputs": {
+                "data": str(data),
+                "prepared_manifest_sha256": sha256_file(prep_manifest) if prep_manifest.is_file() else None,
+                "test_images": {n: {"lr_sha256": _arr_hash(p.lr), "hr_sha256": _arr_hash(p.hr)}
+                                for n, p in zip(names, pairs)},
+                "models": model_meta,
+            },
+            "params": params.model_dump(mode="json"),
+            "params_hash": params.hash(),
+            "metrics": status,
+            "bicubic": BICUBIC_NOTE,
+            "niqe": {"on": "test/full_lr upscaled", "max_lr_side": NIQE_MAX_LR_SIDE, "min_side": NIQE_MIN_SIDE,
+                     "images": full_names},
+            "grids": grid_paths,
+            "device": str(device),
+            "seconds": round(time.time() - t0, 2),
+        }
+        atomic_write_json(tmp / "manifest.json", manifest)
+    log.info("evaluate: wrote %s in %.1f s", out, time.time() - t0)
+    return metrics
+
+
+def _arr_hash(a: np.ndarray) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(str(a.shape).encode())
+    h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()

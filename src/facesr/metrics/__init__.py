@@ -1,0 +1,16 @@
+"""Image-quality metrics for x4 face super-resolution.
+
+- ``fidelity``: PSNR and SSIM on the Y channel (ITU-R BT.601, as MATLAB's rgb2ycbcr / BasicSR) and on RGB, with the
+  SR border crop.
+- ``perceptual``: LPIPS (``lpips`` package, AlexNet, v0.1) and PieAPP (piq's network with the published weights).
+- ``noref``: NIQE (the published algorithm with the pristine-model params as a weights file), BRISQUE (piq's, with its
+  SVR weights as a weights file; our DMOS predictor), Ma and PI (reported as missing: Ma needs trained forests).
+- ``weights``: where each metric's pretrained file comes from, and whether it is real, untrained or missing.
+"""
+
+from facesr.metrics.fidelity import psnr, rgb_to_y, ssim
+
+METRICS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb", "lpips", "pieapp", "niqe", "ma", "pi", "dmos")
+LOWER_IS_BETTER = frozenset({"lpips", "pieapp", "niqe", "pi", "dmos"})
+
+__all__ = ["METRICS", "LOWER_IS_BETTER", "psnr", "ssim", "rgb_to_y"]

@@ -1,0 +1,83 @@
+"""PSNR and SSIM as SR papers compute them (BasicSR / MATLAB conventions).
+
+Images are uint8 (or float in 0..255) arrays HWC RGB. The Y channel is ITU-R BT.601 "studio swing", as MATLAB's
+``rgb2ycbcr`` and BasicSR's ``to_y_channel``: ``Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255`` (0..255 units, not
+rounded). ``border`` pixels are cropped from every side before comparing (the SR convention: border = scale).
+SSIM is Wang et al.'s: 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03, data range 255, valid region only; on RGB it
+is the mean of the per-channel SSIMs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+_Y_WEIGHTS = np.array([65.481, 128.553, 24.966], dtype=np.float64)
+
+
+def rgb_to_y(img: np.ndarray) -> np.ndarray:
+    """HWC RGB in 0..255 -> HW luma (BT.601, 16..235), float64."""
+    img = np.asarray(img, dtype=np.float64)
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 RGB image, got shape {img.shape}")
+    return img @ _Y_WEIGHTS / 255.0 + 16.0
+
+
+def _prepare(img: np.ndarray, y_channel: bool, border: int) -> np.ndarray:
+    x = rgb_to_y(img)[..., None] if y_channel else np.asarray(img, dtype=np.float64)
+    if x.ndim == 2:
+        x = x[..., None]
+    if border:
+        x = x[border:-border, border:-border]
+    if x.shape[0] < 1 or x.shape[1] < 1:
+        raise ValueError(f"border {border} leaves nothing of a {img.shape[:2]} image")
+    return x
+
+
+def _check(a: np.ndarray, b: np.ndarray) -> None:
+    if np.shape(a) != np.shape(b):
+        raise ValueError(f"images differ in shape: {np.shape(a)} vs {np.shape(b)}")
+
+
+def psnr(a: np.ndarray, b: np.ndarray, border: int = 0, y_channel: bool = True) -> float:
+    """PSNR in dB between two 8-bit-range RGB images (``inf`` when identical)."""
+    _check(a, b)
+    x, y = _prepare(a, y_channel, border), _prepare(b, y_channel, border)
+    mse = float(np.mean((x - y) ** 2))
+    if mse == 0:
+        return math.inf
+    return 10.0 * math.log10(255.0**2 / mse)
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    ax = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(ax**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return torch.outer(g, g)
+
+
+def _ssim_channels(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """x, y: [C, H, W] float64 in 0..255 -> per-channel SSIM [C] (valid region)."""
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    w = _gaussian_window().to(x)[None, None]
+    x, y = x[:, None], y[:, None]
+    mu_x, mu_y = F.conv2d(x, w), F.conv2d(y, w)
+    sxx = F.conv2d(x * x, w) - mu_x**2
+    syy = F.conv2d(y * y, w) - mu_y**2
+    sxy = F.conv2d(x * y, w) - mu_x * mu_y
+    s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
+    return s.flatten(1).mean(1)
+
+
+def ssim(a: np.ndarray, b: np.ndarray, border: int = 0, y_channel: bool = True) -> float:
+    """SSIM between two 8-bit-range RGB images (Y channel, or the mean over R, G, B)."""
+    _check(a, b)
+    x, y = _prepare(a, y_channel, border), _prepare(b, y_channel, border)
+    if min(x.shape[:2]) < 11:
+        raise ValueError(f"SSIM needs at least 11x11 pixels after the border crop, got {x.shape[:2]}")
+    tx = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+    ty = torch.from_numpy(np.ascontiguousarray(y.transpose(2, 0, 1)))
+    return float(_ssim_channels(tx, ty).mean())
