@@ -1,0 +1,196 @@
+"""The DVC pipeline end to end, in a temporary git repository made from this project's files.
+
+One module-scoped project runs the whole pipeline once (`dvc exp run -S profile=ci`, which also checks that
+`profiles.${profile}.*` re-renders after -S); the tests then check what a second repro, a parameter change and a
+push/pull through an S3-compatible server (moto) do. facesr comes from this interpreter's venv; MLflow writes to a
+SQLite file in the temporary folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+STAGES = {"ingest", "prepare", "train@l1_vgg", "train@l1_vgg_pieapp", "evaluate", "register", "promote"}
+DOWNSTREAM_OF_TRAIN = {"train@l1_vgg", "train@l1_vgg_pieapp", "evaluate", "register", "promote"}
+
+if shutil.which("dvc", path=str(BIN)) is None or shutil.which("facesr", path=str(BIN)) is None:
+    pytest.skip(f"dvc and facesr must be installed next to {sys.executable}", allow_module_level=True)
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        MLFLOW_TRACKING_URI=f"sqlite:///{tmp / 'mlflow.db'}",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        DO_NOT_TRACK="1",
+        DVC_NO_ANALYTICS="1",
+        OMP_NUM_THREADS="1",
+        CUDA_VISIBLE_DEVICES="",
+        GIT_AUTHOR_NAME="facesr test",
+        GIT_AUTHOR_EMAIL="test@facesr.invalid",
+        GIT_COMMITTER_NAME="facesr test",
+        GIT_COMMITTER_EMAIL="test@facesr.invalid",
+    )
+    for k in ("FACESR_PARAMS", "MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL", "AWS_PROFILE"):
+        env.pop(k, None)
+    return env
+
+
+def _run(args: list[str], cwd: Path, env: dict[str, str], timeout: int = 300) -> str:
+    p = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    out = p.stdout + p.stderr
+    if p.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {p.returncode} in {cwd}:\n{out[-6000:]}")
+    return out
+
+
+def _ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def _project_files() -> list[str]:
+    """The project as a commit would hold it: tracked plus untracked-but-not-ignored files of the working tree."""
+    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                         capture_output=True, check=True).stdout.decode()
+    return [f for f in out.split("\0") if f and (REPO / f).is_file()]
+
+
+def _digest_tree(root: Path, rels: list[str]) -> dict[str, str]:
+    out = {}
+    for rel in rels:
+        base = root / rel
+        files = [base] if base.is_file() else sorted(p for p in base.rglob("*") if p.is_file())
+        for f in files:
+            if f.name == ".gitignore":
+                continue
+            out[str(f.relative_to(root))] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return out
+
+
+def _lock(root: Path) -> dict:
+    return yaml.safe_load((root / "dvc.lock").read_text())
+
+
+def _gen_sha(root: Path, variant: str) -> str:
+    return hashlib.sha256((root / f"outputs/train/{variant}/model/generator.safetensors").read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A git repo made from the project, whole pipeline run once with `dvc exp run -S profile=ci`."""
+    tmp = tmp_path_factory.mktemp("dvcproj")
+    root = tmp / "repo"
+    for rel in _project_files():
+        dst = root / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, dst)
+    env = _env(tmp)
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    assert raw["profile"] != "ci", "the test switches to ci with -S; params.yaml must start on another profile"
+    _run(["git", "init", "-q", "-b", "main"], root, env)
+    if not (root / ".dvc" / "config").exists():
+        _run(["dvc", "init", "-q"], root, env)
+    _run(["git", "add", "-A"], root, env)
+    _run(["git", "commit", "-q", "-m", "project"], root, env)
+    first = _run(["dvc", "exp", "run", "-S", "profile=ci"], root, env, timeout=900)
+    return {"root": root, "tmp": tmp, "env": env, "first": first}
+
+
+def test_exp_run_switches_profile_and_runs_every_stage(project):
+    root = project["root"]
+    assert _ran(project["first"]) == STAGES
+    assert yaml.safe_load((root / "params.yaml").read_text())["profile"] == "ci"
+    lock = _lock(root)
+    for variant in ("l1_vgg", "l1_vgg_pieapp"):
+        tracked = lock["stages"][f"train@{variant}"]["params"]["params.yaml"]
+        # ${profile} re-rendered after -S: the ci sections are tracked, not the demo ones
+        assert "profiles.ci.train" in tracked and not any(k.startswith("profiles.demo") for k in tracked)
+        assert tracked["profiles.ci.train"]["max_steps"] == 3
+        meta = json.loads((root / f"outputs/train/{variant}/model/model.json").read_text())
+        assert meta["variant"] == variant and meta["num_feat"] == 8  # the ci generator, not demo's 16
+        assert (root / f"outputs/train/{variant}/checkpoints/last.pt").is_file()  # kept for --resume, not an out
+    metrics = json.loads((root / "outputs/eval/metrics.json").read_text())
+    assert {"l1_vgg", "l1_vgg_pieapp"} <= set(metrics)
+    assert (root / "outputs/eval/table.md").read_text().strip()
+    assert any((root / "outputs/eval/grids").glob("*.png"))
+    receipt = json.loads((root / "outputs/registry/register.json").read_text())
+    assert receipt
+    # DVC reads our metrics and plots
+    shown = _run(["dvc", "metrics", "show", "--json"], root, project["env"])
+    assert "outputs/eval/metrics.json" in shown
+
+
+def test_second_repro_runs_nothing(project):
+    root, env = project["root"], project["env"]
+    out = _run(["dvc", "repro"], root, env)
+    assert _ran(out) == set()
+    assert "up to date" in _run(["dvc", "status"], root, env)
+
+
+def test_push_to_s3_and_pull_into_a_fresh_clone(project, tmp_path):
+    moto_server = pytest.importorskip("moto.server")
+    boto3 = pytest.importorskip("boto3")
+    root, env = project["root"], dict(project["env"])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                     aws_secret_access_key="testing").create_bucket(Bucket="facesr-dvc")
+        # the remote (no credentials in it) is committed with the lock file; credentials come from the environment
+        _run(["dvc", "remote", "add", "-d", "s3", "s3://facesr-dvc/store"], root, env)
+        _run(["dvc", "remote", "modify", "s3", "endpointurl", endpoint], root, env)
+        assert "testing" not in (root / ".dvc" / "config").read_text()
+        _run(["git", "add", "-A"], root, env)
+        _run(["git", "commit", "-q", "-m", "pipeline run and s3 remote"], root, env)
+        pushed = _run(["dvc", "push"], root, env)
+        assert re.search(r"\d+ files? pushed", pushed), pushed
+
+        clone = tmp_path / "clone"
+        _run(["git", "clone", "-q", str(root), str(clone)], tmp_path, env)
+        assert not (clone / "data" / "prepared").exists()
+        _run(["dvc", "pull"], clone, env)
+        rels = ["data/raw", "data/prepared", "outputs/train/l1_vgg/model", "outputs/train/l1_vgg_pieapp/model",
+                "outputs/eval/metrics.json", "outputs/eval/grids"]
+        original, pulled = _digest_tree(root, rels), _digest_tree(clone, rels)
+        assert original and pulled == original
+        # the data and models are complete: nothing up to evaluation needs to run again in the clone
+        status = _run(["dvc", "status", "evaluate", "--with-deps"], clone, env)
+        assert "up to date" in status, status
+    finally:
+        server.stop()
+
+
+def test_training_param_change_reruns_training_evaluation_registration_only(project):
+    root, env = project["root"], project["env"]
+    before = {v: _gen_sha(root, v) for v in ("l1_vgg", "l1_vgg_pieapp")}
+    prepared_md5 = next(o["md5"] for o in _lock(root)["stages"]["prepare"]["outs"])
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    lr = raw["profiles"]["ci"]["train"].get("lr_g", raw["train"]["lr_g"])
+    out = _run(["dvc", "exp", "run", "-S", f"profiles.ci.train.lr_g={lr * 3}"], root, env, timeout=900)
+    assert _ran(out) == DOWNSTREAM_OF_TRAIN
+    assert "Stage 'ingest' didn't change" in out and "Stage 'prepare' didn't change" in out
+    assert next(o["md5"] for o in _lock(root)["stages"]["prepare"]["outs"]) == prepared_md5
+    # a real re-training with the new learning rate, not a resume of the previous run's finished checkpoint
+    after = {v: _gen_sha(root, v) for v in ("l1_vgg", "l1_vgg_pieapp")}
+    assert all(after[v] != before[v] for v in before)
