@@ -11,11 +11,10 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from facesr.config import Params
 from facesr.errors import FacesrError, UserError
-from facesr.kfp.pipeline import build_pipeline
+from facesr.kfp.pipeline import build_pipeline, pipeline_arguments
 
 log = logging.getLogger(__name__)
 
@@ -55,19 +54,10 @@ def run_local(
 
     root = Path(pipeline_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    args: dict[str, Any] = {
-        "source": source or params.data.source,
-        "data_version": data_version,
-        "profile": params.profile,
-        "overrides": [o for o in overrides if not o.startswith("profile=")],
-        "params_text": params_text,
-        "mlflow_uri": mlflow_uri,
-        "model_name": model_name or params.registry.model_name,
-        # the PVC is not mounted locally: checkpoint under the pipeline root (retries are not run locally either)
-        "checkpoint_root": str(root / "checkpoints"),
-    }
-    if variants:
-        args["variants"] = list(variants)
+    # the PVC is not mounted locally: checkpoint under the pipeline root (the local runner does not retry either)
+    args = pipeline_arguments(params, overrides=overrides, params_text=params_text, source=source,
+                              data_version=data_version, variants=variants, mlflow_uri=mlflow_uri,
+                              model_name=model_name, checkpoint_root=str(root / "checkpoints"))
     pipeline = build_pipeline(params)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     try:

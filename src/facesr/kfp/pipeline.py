@@ -144,3 +144,41 @@ def compile_pipeline(params: Params, out: str | Path) -> Path:
             compiler.Compiler().compile(build_pipeline(params), package_path=str(staged))
         atomic_write_text(out, staged.read_text(encoding="utf-8"))
     return out
+
+
+def pipeline_arguments(
+    params: Params,
+    *,
+    overrides: list[str] | tuple[str, ...] = (),
+    params_text: str = "",
+    source: str | None = None,
+    data_version: str = "",
+    variants: list[str] | tuple[str, ...] | None = None,
+    mlflow_uri: str = "",
+    model_name: str | None = None,
+    checkpoint_root: str | None = None,
+) -> dict[str, Any]:
+    """The run arguments of the pipeline (its parameters), from the CLI's params and options.
+
+    ``profile`` is the active profile, ``overrides`` the CLI's ``--set`` items (without ``profile=``, which the
+    profile argument carries), ``params_text`` the params file to use instead of the image's (empty = the image's).
+    """
+    from facesr.errors import UserError
+
+    bad = [v for v in variants or () if v not in VARIANTS]
+    if bad:
+        raise UserError(f"--variant {bad[0]!r}: unknown variant; allowed: {', '.join(VARIANTS)}")
+    args: dict[str, Any] = {
+        "source": source or params.data.source,
+        "data_version": data_version,
+        "profile": params.profile,
+        "overrides": [o for o in overrides if not o.replace(" ", "").startswith("profile=")],
+        "params_text": params_text,
+        "mlflow_uri": mlflow_uri,
+        "model_name": model_name or params.registry.model_name,
+    }
+    if variants:
+        args["variants"] = list(dict.fromkeys(variants))
+    if checkpoint_root is not None:
+        args["checkpoint_root"] = checkpoint_root
+    return args
