@@ -38,17 +38,8 @@ echo "-- models: outputs/train/l1_vgg/model, outputs/train/l1_vgg_pieapp/model"
 echo "-- training curves: outputs/train/*/plots/train_log.csv (dvc plots show)"
 echo
 echo "-- registry: model $(param registry.model_name), tracking ${MLFLOW_TRACKING_URI:-$(param registry.tracking_uri)}"
-python - <<'EOF'
-import json
-from pathlib import Path
-
-for name in ("register", "promote"):
-    f = Path("outputs/registry") / f"{name}.json"
-    if not f.exists():
-        print(f"  {name}: no receipt ({f})")
-        continue
-    r = json.loads(f.read_text())
-    print(f"  {name} ({f}):")
-    for k, v in r.items():
-        print(f"    {k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}")
-EOF
+for receipt in outputs/registry/register.txt outputs/registry/promote.txt; do
+  echo "   $receipt:"
+  sed 's/^/     /' "$receipt"
+done
+echo "   aliases: facesr lineage models:/$(param registry.model_name)@champion  (or @challenger)"

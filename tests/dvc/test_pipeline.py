@@ -129,8 +129,9 @@ def test_exp_run_switches_profile_and_runs_every_stage(project):
     assert {"l1_vgg", "l1_vgg_pieapp"} <= set(metrics)
     assert (root / "outputs/eval/table.md").read_text().strip()
     assert any((root / "outputs/eval/grids").glob("*.png"))
-    receipt = json.loads((root / "outputs/registry/register.json").read_text())
-    assert receipt
+    receipt = (root / "outputs/registry/register.txt").read_text()
+    assert re.search(r"registered facesr v\d+ \((l1_vgg|l1_vgg_pieapp)\) as 'challenger'", receipt), receipt
+    assert (root / "outputs/registry/promote.txt").read_text().startswith(("PROMOTED", "REFUSED"))
     # DVC reads our metrics and plots
     shown = _run(["dvc", "metrics", "show", "--json"], root, project["env"])
     assert "outputs/eval/metrics.json" in shown
