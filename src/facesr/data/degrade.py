@@ -2,8 +2,9 @@
 
 Pillow's ``resize`` with ``BICUBIC`` widens the cubic kernel by the scale factor when it shrinks (antialiasing), uses
 the Keys kernel with a = -0.5 and pixel-centre alignment: the same operator as MATLAB's ``imresize(x, 1/s, 'bicubic')``
-that the SR literature (and ESRGAN/BasicSR test sets) use. It differs from MATLAB only by rounding and border handling
-(MATLAB pads by symmetric reflection, Pillow renormalises the kernel at the border), about 0.5 grey levels on average.
+that the SR literature (and ESRGAN/BasicSR test sets) use. Away from the border the two agree within 1 grey level
+(tests/data/test_degrade.py checks this against a numpy re-implementation of imresize); within 2 output pixels of the
+border they differ (MATLAB reflects the image, Pillow renormalises the truncated kernel).
 ``torch.nn.functional.interpolate(..., mode="bicubic")`` uses a = -0.75 and no antialiasing unless asked: not used.
 """
 

@@ -1,0 +1,67 @@
+"""Small image factories for the data tests (every bad-input case is made here, nothing is downloaded)."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def rand_rgb(h: int = 160, w: int = 144, seed: int = 0) -> np.ndarray:
+    """A smooth-ish random colour image (JPEG-friendly, distinct per seed)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
+    big = np.asarray(Image.fromarray(small).resize((w, h), Image.Resampling.BILINEAR))
+    noise = rng.integers(0, 8, (h, w, 3), dtype=np.uint8)
+    return np.ascontiguousarray(np.clip(big.astype(int) + noise, 0, 255).astype(np.uint8))
+
+
+def save(arr: np.ndarray, path: Path, **kw) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path, **kw)
+    return path
+
+
+def _chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+
+def png16(arr: np.ndarray, path: Path) -> Path:
+    """Write a 16-bit PNG by hand (Pillow cannot write 48-bit RGB): arr uint16 HxW (gray) or HxWx3 (RGB)."""
+    arr = np.asarray(arr, dtype=">u2")
+    h, w = arr.shape[:2]
+    color = 2 if arr.ndim == 3 else 0
+    rows = arr.reshape(h, -1)
+    raw = b"".join(b"\x00" + rows[y].tobytes() for y in range(h))
+    data = (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color, 0, 0, 0))
+            + _chunk(b"IDAT", zlib.compress(raw)) + _chunk(b"IEND", b""))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def png_bomb_header(path: Path, w: int = 30000, h: int = 30000) -> Path:
+    """A tiny file whose PNG header claims w x h pixels (a decompression-bomb stand-in; never decoded)."""
+    data = (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + _chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + _chunk(b"IEND", b""))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def exif_rotated_jpeg(arr: np.ndarray, path: Path, orientation: int = 6) -> Path:
+    im = Image.fromarray(arr)
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path, exif=exif, quality=95)
+    return path
+
+
+def truncated(src: Path, dst: Path, keep: float = 0.5) -> Path:
+    b = src.read_bytes()
+    dst.write_bytes(b[: int(len(b) * keep)])
+    return dst

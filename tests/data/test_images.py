@@ -1,0 +1,122 @@
+"""load_rgb: every supported mode becomes 8-bit RGB; every bad file is rejected with its reason code."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facesr.data.images import ImageRejected, load_rgb, read_header
+from facesr.errors import InputError
+
+from .imgs import exif_rotated_jpeg, png16, png_bomb_header, rand_rgb, save, truncated
+
+BIG = 10**8
+
+
+def test_rgb_png_roundtrip_exact(tmp_path):
+    a = rand_rgb()
+    out = np.asarray(load_rgb(save(a, tmp_path / "a.png"), BIG))
+    assert out.dtype == np.uint8 and np.array_equal(out, a)
+
+
+@pytest.mark.parametrize("mode", ["L", "1", "CMYK"])
+def test_modes_converted_like_pillow(tmp_path, mode):
+    a = rand_rgb()
+    src = Image.fromarray(a).convert(mode)
+    ext = "jpg" if mode == "CMYK" else "png"
+    p = tmp_path / f"x.{ext}"
+    src.save(p, quality=95) if ext == "jpg" else src.save(p)
+    with Image.open(p) as im:
+        assert im.mode == mode
+        expected = np.asarray(im.convert("RGB"))
+    got = load_rgb(p, BIG)
+    assert got.mode == "RGB" and got.size == (a.shape[1], a.shape[0])
+    assert np.array_equal(np.asarray(got), expected)
+    if mode == "CMYK":  # colours survive the CMYK round trip approximately
+        assert np.abs(np.asarray(got).astype(int) - a.astype(int)).mean() < 6
+
+
+def test_palette_with_and_without_transparency(tmp_path):
+    a = rand_rgb()
+    pal = Image.fromarray(a).convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
+    pal.save(tmp_path / "p.png")
+    got = np.asarray(load_rgb(tmp_path / "p.png", BIG))
+    assert np.array_equal(got, np.asarray(pal.convert("RGB")))
+    pal.info["transparency"] = 0
+    pal.save(tmp_path / "pt.png", transparency=0)
+    got_t = np.asarray(load_rgb(tmp_path / "pt.png", BIG))
+    idx = np.asarray(pal)
+    assert (got_t[idx == 0] == 255).all()  # the transparent palette entry becomes white
+    assert np.array_equal(got_t[idx != 0], np.asarray(pal.convert("RGB"))[idx != 0])
+
+
+def test_rgba_composited_on_white(tmp_path):
+    a = rand_rgb(64, 64)
+    alpha = np.zeros((64, 64), np.uint8)
+    alpha[:, 32:] = 255
+    save(np.dstack([a, alpha]), tmp_path / "a.png")
+    got = np.asarray(load_rgb(tmp_path / "a.png", BIG))
+    assert (got[:, :32] == 255).all()
+    assert np.array_equal(got[:, 32:], a[:, 32:])
+
+
+def test_16bit_gray_and_rgb_scaled_not_clipped(tmp_path):
+    rng = np.random.default_rng(1)
+    g = rng.integers(0, 65536, (40, 50)).astype(np.uint16)
+    rgb = rng.integers(0, 65536, (40, 50, 3)).astype(np.uint16)
+    for arr, name in ((g, "g16.png"), (rgb, "rgb16.png")):
+        got = np.asarray(load_rgb(png16(arr, tmp_path / name), BIG)).astype(int)
+        exp = arr.astype(float) / 257.0
+        exp = np.repeat(exp[:, :, None], 3, axis=2) if arr.ndim == 2 else exp
+        assert got.shape == (40, 50, 3)
+        assert np.abs(got - exp).max() <= 1.0  # 8-bit rounding (or high byte) of the 16-bit value
+        assert got.max() > 250 and got.min() < 5  # full range kept
+
+
+def test_exif_orientation_applied(tmp_path):
+    a = rand_rgb(96, 160)
+    p = exif_rotated_jpeg(a, tmp_path / "r.jpg", orientation=6)  # 6 = rotate 90 clockwise to display
+    got = np.asarray(load_rgb(p, BIG))
+    assert got.shape == (160, 96, 3)
+    expected = np.rot90(a, k=-1)
+    assert np.abs(got.astype(int) - expected.astype(int)).mean() < 4
+
+
+def _reason(path, max_pixels=BIG):
+    with pytest.raises(ImageRejected) as ei:
+        load_rgb(path, max_pixels)
+    assert isinstance(ei.value, InputError)  # a user error (exit 2) that names the file
+    assert str(path) in str(ei.value)
+    return ei.value.code
+
+
+def test_bad_files_rejected_with_reason(tmp_path):
+    a = rand_rgb()
+    good_png, good_jpg = save(a, tmp_path / "g.png"), save(a, tmp_path / "g.jpg", quality=90)
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("this is not an image\n")
+    corrupt = bytearray(good_png.read_bytes())
+    corrupt[60:400] = b"\x00" * 340
+    (tmp_path / "corrupt.png").write_bytes(bytes(corrupt))
+    assert _reason(tmp_path / "empty.jpg") == "empty"
+    assert _reason(tmp_path / "text.jpg") == "not_an_image"
+    assert _reason(truncated(good_png, tmp_path / "t.png")) == "truncated"
+    assert _reason(truncated(good_jpg, tmp_path / "t.jpg")) == "truncated"
+    assert _reason(tmp_path / "corrupt.png") in ("corrupt", "truncated")
+    assert _reason(tmp_path / "missing.png") == "corrupt"
+
+
+def test_bomb_rejected_from_header_without_decoding(tmp_path):
+    p = png_bomb_header(tmp_path / "bomb.png", 30000, 30000)
+    assert p.stat().st_size < 200
+    assert _reason(p, max_pixels=89_478_485) == "too_large"
+    # the limit is ours (params), not Pillow's: a normal image over a small limit is rejected too
+    assert _reason(save(rand_rgb(), tmp_path / "n.png"), max_pixels=1000) == "too_large"
+
+
+def test_read_header(tmp_path):
+    assert read_header(save(rand_rgb(30, 40), tmp_path / "a.png")) == (40, 30, "RGB")
+    (tmp_path / "x.jpg").write_text("nope")
+    assert read_header(tmp_path / "x.jpg") == (None, None, None)
+    assert read_header(png_bomb_header(tmp_path / "b.png", 30000, 30000)) == (30000, 30000, "RGB")
