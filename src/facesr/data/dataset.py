@@ -91,7 +91,7 @@ class TrainPatches(Dataset):
             hr = hr[:, ::-1]
         if do_rot:
             hr = np.rot90(hr, k=1, axes=(0, 1))
-        hr = np.ascontiguousarray(hr)
+        hr = np.array(hr, dtype=np.uint8, order="C", copy=True)
         return bicubic_downscale(hr, self.scale), hr
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:

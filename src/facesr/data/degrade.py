@@ -26,7 +26,7 @@ def _resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     img = _check(img)
     squeeze = img.ndim == 3 and img.shape[2] == 1
     src = img[:, :, 0] if squeeze else img
-    out = np.asarray(Image.fromarray(np.ascontiguousarray(src)).resize(size, Image.Resampling.BICUBIC), dtype=np.uint8)
+    out = np.array(Image.fromarray(np.ascontiguousarray(src)).resize(size, Image.Resampling.BICUBIC), dtype=np.uint8)
     return out[:, :, None] if squeeze else out
 
 

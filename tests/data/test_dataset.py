@@ -1,0 +1,114 @@
+"""TrainPatches, make_train_loader and load_test_pairs on the shared prepared_ci fixture."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from facesr.data.dataset import TrainPatches, load_test_pairs, load_train_images, make_train_loader, set_loader_epoch
+from facesr.data.degrade import bicubic_downscale
+from facesr.errors import InputError
+
+
+def _find(hr: np.ndarray, img: np.ndarray) -> bool:
+    s = hr.shape[0]
+    h, w = img.shape[:2]
+    return any(np.array_equal(img[y:y + s, x:x + s], hr) for y in range(h - s + 1) for x in range(w - s + 1)
+               if img[y, x, 0] == hr[0, 0, 0])
+
+
+def test_items_shapes_and_lr_from_augmented_hr(prepared_ci):
+    ds = TrainPatches(prepared_ci, 128, 4, hflip=0.5, rot90=0.5, seed=0)
+    m = json.loads((prepared_ci / "manifest.json").read_text())
+    assert len(ds) == m["split"]["train"]
+    item = ds[0]
+    assert item["hr"].dtype == torch.uint8 and item["hr"].shape == (3, 128, 128)
+    assert item["lr"].dtype == torch.uint8 and item["lr"].shape == (3, 32, 32)
+    hr = item["hr"].permute(1, 2, 0).numpy()
+    assert np.array_equal(item["lr"].permute(1, 2, 0).numpy(), bicubic_downscale(np.ascontiguousarray(hr), 4))
+
+
+def test_randomness_depends_only_on_seed_epoch_index(prepared_ci):
+    a = TrainPatches(prepared_ci, 128, 4, seed=3)
+    b = TrainPatches(prepared_ci, 128, 4, seed=3)
+    _ = [b[i] for i in range(len(b))]  # consuming other items must not change item 1
+    b.set_epoch(5)
+    _ = b[0]
+    b.set_epoch(0)
+    assert torch.equal(a[1]["hr"], b[1]["hr"])
+    lr2, hr2 = a.patch(1, epoch=2)
+    b.set_epoch(2)
+    assert np.array_equal(b[1]["hr"].permute(1, 2, 0).numpy(), hr2)
+    # different epochs / seeds give different patches (for at least some items)
+    e0 = [a.patch(i, 0)[1] for i in range(len(a))]
+    e1 = [a.patch(i, 1)[1] for i in range(len(a))]
+    assert sum(not np.array_equal(x, y) for x, y in zip(e0, e1)) >= len(a) // 2
+    c = TrainPatches(prepared_ci, 128, 4, seed=4)
+    assert any(not np.array_equal(c.patch(i, 0)[1], e0[i]) for i in range(len(a)))
+
+
+def test_no_augmentation_gives_plain_crops_and_full_augmentation_transforms(prepared_ci):
+    images = dict(load_train_images(prepared_ci))
+    plain = TrainPatches(prepared_ci, 128, 4, hflip=0.0, rot90=0.0, seed=0)
+    for i in range(min(2, len(plain))):
+        _, hr = plain.patch(i)
+        assert _find(hr, images[plain.names[i]])
+    flip = TrainPatches(prepared_ci, 128, 4, hflip=1.0, rot90=0.0, seed=0)
+    rot = TrainPatches(prepared_ci, 128, 4, hflip=0.0, rot90=1.0, seed=0)
+    _, p0 = plain.patch(0)
+    assert np.array_equal(flip.patch(0)[1], p0[:, ::-1])  # same crop position, flipped
+    assert np.array_equal(rot.patch(0)[1], np.rot90(p0))
+
+
+def test_loader_shards_by_rank_and_epoch(prepared_ci, ci_params):
+    p = ci_params
+    n = len(TrainPatches(prepared_ci, 128, 4))
+    bs = p.train.batch_size
+    seen = []
+    for rank in range(2):
+        loader = make_train_loader(p, prepared_ci, epoch=0, rank=rank, world_size=2)
+        batches = list(loader)
+        assert len(batches) == (n // 2) // bs
+        for b in batches:
+            assert b["hr"].shape == (bs, 3, 128, 128) and b["lr"].shape == (bs, 3, 32, 32)
+        seen.append(list(loader.sampler))
+    assert not set(seen[0]) & set(seen[1])  # ranks see disjoint images
+    # same epoch -> same batches; set_loader_epoch changes order and patches reproducibly
+    l1 = make_train_loader(p, prepared_ci, epoch=0)
+    l2 = make_train_loader(p, prepared_ci, epoch=0)
+    assert all(torch.equal(x["hr"], y["hr"]) for x, y in zip(l1, l2))
+    set_loader_epoch(l2, 1)
+    l3 = make_train_loader(p, prepared_ci, epoch=1)
+    assert list(l2.sampler) == list(l3.sampler)
+    assert all(torch.equal(x["hr"], y["hr"]) for x, y in zip(l2, l3))
+    assert list(l1.sampler) != list(l3.sampler)
+
+
+def test_loader_refuses_too_few_images(prepared_ci, ci_params):
+    p = ci_params.model_copy(deep=True)
+    p.train.batch_size = 64
+    with pytest.raises(InputError, match="train.batch_size"):
+        make_train_loader(p, prepared_ci)
+
+
+def test_load_test_pairs(prepared_ci):
+    m = json.loads((prepared_ci / "manifest.json").read_text())
+    pairs = load_test_pairs(prepared_ci)
+    assert [t.name for t in pairs] == sorted(a["name"] for a in m["images"] if a["split"] == "test")
+    for t in pairs:
+        assert t.hr.shape == (128, 128, 3) and t.lr.shape == (32, 32, 3) and t.hr.dtype == np.uint8
+        assert np.array_equal(t.lr, bicubic_downscale(t.hr, 4))
+    full = load_test_pairs(prepared_ci, full=True)
+    assert [t.name for t in full] == [t.name for t in pairs]
+    assert all(f.hr.shape[0] == 4 * f.lr.shape[0] and f.hr.shape[0] >= 128 for f in full)
+
+
+def test_not_a_prepared_folder(tmp_path):
+    with pytest.raises(InputError, match="manifest.json"):
+        load_test_pairs(tmp_path)
+    (tmp_path / "manifest.json").write_text('{"format": "other"}')
+    with pytest.raises(InputError, match="not a facesr prepared folder"):
+        TrainPatches(tmp_path, 128, 4)
