@@ -38,6 +38,21 @@ resource "google_compute_subnetwork" "nodes" {
   }
 }
 
+# Explicit lowest-priority deny of all inbound traffic (GKE adds its own narrower allow rules for the control plane).
+resource "google_compute_firewall" "deny_all_ingress" {
+  name          = "${var.cluster_name}-deny-all-ingress"
+  network       = google_compute_network.vpc.id
+  direction     = "INGRESS"
+  priority      = 65534
+  source_ranges = ["0.0.0.0/0"]
+  deny {
+    protocol = "all"
+  }
+  log_config {
+    metadata = "INCLUDE_ALL_METADATA"
+  }
+}
+
 # Private nodes reach registries (image pulls) through Cloud NAT.
 resource "google_compute_router" "router" {
   name    = "${var.cluster_name}-router"
