@@ -147,6 +147,20 @@ def upload(client: Any, host: str, package: Path, name: str) -> tuple[str, str]:
         return pipeline_id, version.pipeline_version_id
 
 
+def without_caching(package: Path, out: Path) -> Path:
+    """A copy of a compiled pipeline package with caching switched off for every task."""
+    import yaml
+
+    docs = list(yaml.safe_load_all(package.read_text(encoding="utf-8")))
+    spec = docs[0]
+    dags = [spec.get("root", {}).get("dag", {})] + [c.get("dag", {}) for c in spec.get("components", {}).values()]
+    for dag in dags:
+        for task in (dag.get("tasks") or {}).values():
+            task["cachingOptions"] = {}
+    out.write_text("---\n".join(yaml.safe_dump(d, sort_keys=False) for d in docs), encoding="utf-8")
+    return out
+
+
 def submit(
     params: Params,
     host: str,
@@ -207,7 +221,13 @@ def schedule(
     with compiled_package(params, package) as pkg:
         pipeline_id = version_id = ""
         if do_upload:
-            pipeline_id, version_id = upload(client, host, pkg, params.pipeline.name)
+            # kfp can only switch caching off for an inline spec: switch it off in the uploaded package instead
+            up = pkg if enable_caching is None else without_caching(pkg, pkg.parent / f".nocache-{pkg.name}")
+            try:
+                pipeline_id, version_id = upload(client, host, up, params.pipeline.name)
+            finally:
+                if up != pkg:
+                    up.unlink(missing_ok=True)
         with _calling(host, "create experiment"):
             exp = client.create_experiment(experiment, namespace=namespace)
         with _calling(host, "create recurring run"):
