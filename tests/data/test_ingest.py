@@ -1,0 +1,269 @@
+"""ingest: sample, dir (folders and archives), S3 against a real moto server, Kaggle errors, path traversal."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from facesr.cli.main import main
+from facesr.config import load_params
+from facesr.data import sources
+from facesr.data.ingest import ingest
+from facesr.data.sources import parse_source, safe_extract
+from facesr.errors import ExternalServiceError, InputError, UserError
+from facesr.fsutil import sha256_file
+
+from .imgs import rand_rgb, save
+
+REPO = Path(__file__).resolve().parents[2]
+PARAMS = REPO / "params.yaml"
+
+
+@pytest.fixture(scope="module")
+def p():
+    return load_params(PARAMS, profile="ci")
+
+
+def _png_bytes(seed: int) -> bytes:
+    buf = io.BytesIO()
+    from PIL import Image
+
+    Image.fromarray(rand_rgb(40, 40, seed=seed)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_sample_manifest(sample_raw):
+    m = json.loads((sample_raw / "manifest.json").read_text())
+    assert m["source"] == "sample" and m["created"].endswith("Z")
+    names = {f["path"] for f in m["files"]}
+    assert "images/astronaut.png" in names and len(names) == m["count"] == 183
+    assert not any(n.endswith((".md", ".csv")) for n in names)
+    astro = next(f for f in m["files"] if f["path"] == "images/astronaut.png")
+    assert (astro["width"], astro["height"], astro["mode"]) == (512, 512, "RGB")
+    for f in m["files"][:10]:
+        assert sha256_file(sample_raw / f["path"]) == f["sha256"]
+
+
+def test_dir_recursive_skips_hidden_and_non_images(tmp_path, p):
+    src = tmp_path / "src"
+    save(rand_rgb(40, 40), src / "a.png")
+    save(rand_rgb(40, 40, seed=1), src / "sub/deeper/b.JPG")
+    save(rand_rgb(40, 40, seed=2), src / ".hidden/c.png")
+    save(rand_rgb(40, 40, seed=3), src / "sub/.d.png")
+    (src / "notes.txt").write_text("x")
+    (src / "fake.jpg").write_text("not an image, but ingest does not judge")
+    m = ingest(p, f"dir:{src}", tmp_path / "raw")
+    paths = [f["path"] for f in m["files"]]
+    assert paths == ["images/a.png", "images/fake.jpg", "images/sub/deeper/b.JPG"]
+    fake = m["files"][1]
+    assert fake["width"] is None and fake["mode"] is None and fake["bytes"] == len("not an image, but ingest does not judge")
+    assert (tmp_path / "raw/images/sub/deeper/b.JPG").read_bytes() == (src / "sub/deeper/b.JPG").read_bytes()
+
+
+def test_dir_zip_archive(tmp_path, p):
+    arc = tmp_path / "faces.zip"
+    with zipfile.ZipFile(arc, "w") as zf:
+        zf.writestr("faces/one.png", _png_bytes(1))
+        zf.writestr("faces/two.png", _png_bytes(2))
+        zf.writestr("faces/readme.txt", "hi")
+    m = ingest(p, f"dir:{arc}", tmp_path / "raw")
+    assert [f["path"] for f in m["files"]] == ["images/faces/one.png", "images/faces/two.png"]
+    assert (tmp_path / "raw/images/faces/one.png").read_bytes() == _png_bytes(1)
+
+
+@pytest.mark.parametrize("bad", ["../evil.png", "/abs/evil.png", "a/../../evil.png"])
+def test_zip_path_traversal_refused(tmp_path, bad):
+    arc = tmp_path / "evil.zip"
+    with zipfile.ZipFile(arc, "w") as zf:
+        zf.writestr("ok.png", _png_bytes(1))
+        zf.writestr(zipfile.ZipInfo(bad), _png_bytes(2))
+    dest = tmp_path / "deep/dest"
+    with pytest.raises(InputError, match="unsafe archive member"):
+        safe_extract(arc, dest)
+    assert not any(tmp_path.rglob("evil.png"))
+    assert not (dest / "ok.png").exists()  # nothing extracted at all
+
+
+def test_tar_traversal_and_symlink_refused(tmp_path):
+    for kind in ("dotdot", "symlink"):
+        arc = tmp_path / f"{kind}.tar"
+        with tarfile.open(arc, "w") as tf:
+            data = _png_bytes(1)
+            if kind == "dotdot":
+                ti = tarfile.TarInfo("../evil.png")
+                ti.size = len(data)
+                tf.addfile(ti, io.BytesIO(data))
+            else:
+                ti = tarfile.TarInfo("link.png")
+                ti.type = tarfile.SYMTYPE
+                ti.linkname = "/etc/passwd"
+                tf.addfile(ti)
+        with pytest.raises(InputError, match="unsafe archive member"):
+            safe_extract(arc, tmp_path / "out" / kind)
+    assert not (tmp_path / "out" / "evil.png").exists()
+    assert not (tmp_path / "out" / "symlink" / "link.png").exists()
+
+
+def test_tar_gz_ok(tmp_path):
+    arc = tmp_path / "ok.tar.gz"
+    with tarfile.open(arc, "w:gz") as tf:
+        data = _png_bytes(3)
+        ti = tarfile.TarInfo("x/y.png")
+        ti.size = len(data)
+        tf.addfile(ti, io.BytesIO(data))
+    assert safe_extract(arc, tmp_path / "o") == ["x/y.png"]
+    assert (tmp_path / "o/x/y.png").read_bytes() == _png_bytes(3)
+
+
+def test_failed_ingest_keeps_earlier_output(tmp_path, p, capsys):
+    out = tmp_path / "raw"
+    ingest(p, "sample", out)
+    before = sha256_file(out / "manifest.json")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="no image files"):
+        ingest(p, f"dir:{empty}", out)
+    with pytest.raises(InputError, match="no such file"):
+        ingest(p, f"dir:{tmp_path / 'missing'}", out)
+    assert sha256_file(out / "manifest.json") == before
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["empty", "raw"]  # no temporary leftovers
+    rc = main(["--params", str(PARAMS), "ingest", "--source", "ftp://x", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "unknown source" in err and "s3://bucket/prefix" in err
+
+
+def test_parse_source():
+    assert parse_source("kaggle").arg == "ashwingupta3012/human-faces"
+    assert parse_source("kaggle:a/b").text == "kaggle:a/b"
+    assert parse_source("dir:/x").arg == "/x"
+    for bad in ("kaggle:onlyowner", "dir:", "s3://", "http://x"):
+        with pytest.raises(UserError):
+            parse_source(bad)
+
+
+# --- S3 against moto's real HTTP server --------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture()
+def s3_env(s3_server, monkeypatch, tmp_path):
+    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("FACESR_S3_ENDPOINT_URL", s3_server)
+    return s3_server
+
+
+@pytest.mark.integration
+def test_s3_ingest_from_moto_server(s3_env, tmp_path, p):
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_env)
+    s3.create_bucket(Bucket="faces")
+    s3.put_object(Bucket="faces", Key="set1/a.png", Body=_png_bytes(1))
+    s3.put_object(Bucket="faces", Key="set1/sub/b.png", Body=_png_bytes(2))
+    s3.put_object(Bucket="faces", Key="set1/.hidden.png", Body=_png_bytes(3))
+    s3.put_object(Bucket="faces", Key="set1/notes.txt", Body=b"x")
+    s3.put_object(Bucket="faces", Key="set1/../escape.png", Body=_png_bytes(4))
+    s3.put_object(Bucket="faces", Key="other/c.png", Body=_png_bytes(5))
+    m = ingest(p, "s3://faces/set1", tmp_path / "raw")
+    assert m["source"] == "s3://faces/set1"
+    assert [f["path"] for f in m["files"]] == ["images/a.png", "images/sub/b.png"]
+    assert (tmp_path / "raw/images/sub/b.png").read_bytes() == _png_bytes(2)
+    assert not (tmp_path / "escape.png").exists()
+    with pytest.raises(InputError, match="does not exist"):
+        ingest(p, "s3://no-such-bucket/x", tmp_path / "raw2")
+    assert not (tmp_path / "raw2").exists()
+
+
+@pytest.mark.integration
+def test_s3_unreachable_is_a_clear_error(s3_env, monkeypatch, tmp_path, p, capsys):
+    monkeypatch.setenv("FACESR_S3_ENDPOINT_URL", f"http://127.0.0.1:{_free_port()}")
+    with pytest.raises(ExternalServiceError, match="unreachable"):
+        ingest(p, "s3://faces/set1", tmp_path / "raw")
+    rc = main(["--params", str(PARAMS), "ingest", "--source", "s3://faces/x", "--out", str(tmp_path / "raw")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "S3 endpoint unreachable" in err and "Traceback" not in err
+
+
+# --- Kaggle -------------------------------------------------------------------------------------------------------
+
+@pytest.fixture()
+def no_kaggle_creds(monkeypatch, tmp_path):
+    for k in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "kaggle-config"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
+def test_kaggle_without_credentials_exit_2(no_kaggle_creds, tmp_path, capsys):
+    rc = main(["--params", str(PARAMS), "ingest", "--source", "kaggle", "--out", str(tmp_path / "raw")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "KAGGLE_USERNAME" in err and "KAGGLE_KEY" in err and "kaggle.json" in err and "dir:" in err
+    assert "Traceback" not in err and not (tmp_path / "raw").exists()
+
+
+def test_kaggle_offline_exit_2(no_kaggle_creds, monkeypatch, tmp_path, capsys):
+    import kagglehub
+
+    monkeypatch.setenv("KAGGLE_USERNAME", "someone")
+    monkeypatch.setenv("KAGGLE_KEY", "0" * 32)
+
+    def offline(*a, **k):
+        raise ConnectionError("Failed to resolve 'www.kaggle.com' (Temporary failure in name resolution)")
+
+    monkeypatch.setattr(kagglehub, "dataset_download", offline)
+    rc = main(["--params", str(PARAMS), "ingest", "--source", "kaggle:owner/ds", "--out", str(tmp_path / "raw")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "offline or unreachable" in err and "kaggle.com/datasets/owner/ds" in err
+    assert not (tmp_path / "raw").exists()
+
+
+def test_kaggle_download_archive_extracted_safely(no_kaggle_creds, monkeypatch, tmp_path, p):
+    import kagglehub
+
+    (tmp_path / "kaggle-config").mkdir()
+    (tmp_path / "kaggle-config/kaggle.json").write_text(json.dumps({"username": "u", "key": "k"}))
+    assert sources.kaggle_credentials_present()
+    arc = tmp_path / "dl.zip"
+    with zipfile.ZipFile(arc, "w") as zf:
+        zf.writestr("Humans/1.png", _png_bytes(1))
+        zf.writestr("Humans/2.png", _png_bytes(2))
+    monkeypatch.setattr(kagglehub, "dataset_download", lambda handle, **k: str(arc))
+    m = ingest(p, "kaggle:ashwingupta3012/human-faces", tmp_path / "raw")
+    assert m["source"] == "kaggle:ashwingupta3012/human-faces"
+    assert [f["path"] for f in m["files"]] == ["images/Humans/1.png", "images/Humans/2.png"]
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr(zipfile.ZipInfo("../../pwned.png"), _png_bytes(1))
+    monkeypatch.setattr(kagglehub, "dataset_download", lambda handle, **k: str(evil))
+    with pytest.raises(InputError, match="unsafe archive member"):
+        ingest(p, "kaggle:a/b", tmp_path / "raw")
+    assert not any(tmp_path.rglob("pwned.png"))
+    assert len(json.loads((tmp_path / "raw/manifest.json").read_text())["files"]) == 2
