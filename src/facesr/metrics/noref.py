@@ -99,8 +99,8 @@ def _matlab_half(img: np.ndarray) -> np.ndarray:
     return imresize(t, scale=0.5, antialiasing=True).squeeze().numpy().astype(np.float64)
 
 
-def niqe_gray(img: np.ndarray, mu_p: np.ndarray, cov_p: np.ndarray, block: int = NIQE_BLOCK) -> float:
-    """NIQE of a 2-D luma image in 0..255 (float)."""
+def niqe_block_features(img: np.ndarray, block: int = NIQE_BLOCK) -> np.ndarray:
+    """[blocks, 36] NIQE features of a 2-D luma image in 0..255 (18 per scale, two scales)."""
     h, w = img.shape
     nh, nw = h // block, w // block
     if nh * nw < 2:
@@ -117,7 +117,12 @@ def niqe_gray(img: np.ndarray, mu_p: np.ndarray, cov_p: np.ndarray, block: int =
         feats.append(np.asarray(rows))
         if scale == 1:
             img = _matlab_half(img / 255.0) * 255.0
-    dist = np.concatenate(feats, axis=1)
+    return np.concatenate(feats, axis=1)
+
+
+def niqe_gray(img: np.ndarray, mu_p: np.ndarray, cov_p: np.ndarray, block: int = NIQE_BLOCK) -> float:
+    """NIQE of a 2-D luma image in 0..255 (float): distance of its block-feature MVG to the pristine MVG."""
+    dist = niqe_block_features(img, block)
     mu_d = np.nanmean(dist, axis=0)
     ok = dist[~np.isnan(dist).any(axis=1)]
     if ok.shape[0] < 2:
