@@ -112,3 +112,11 @@ def test_not_a_prepared_folder(tmp_path):
     (tmp_path / "manifest.json").write_text('{"format": "other"}')
     with pytest.raises(InputError, match="not a facesr prepared folder"):
         TrainPatches(tmp_path, 128, 4)
+
+
+def test_worker_processes_give_the_same_batches(prepared_ci, ci_params):
+    p2 = ci_params.model_copy(deep=True)
+    p2.data.num_workers = 2
+    a = [b["hr"] for b in make_train_loader(ci_params, prepared_ci, epoch=3)]
+    b = [b["hr"] for b in make_train_loader(p2, prepared_ci, epoch=3)]
+    assert len(a) == len(b) > 0 and all(torch.equal(x, y) for x, y in zip(a, b))
