@@ -1,0 +1,61 @@
+"""`facesr register | promote | lineage`: parse arguments and call facesr.registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from facesr.cli.common import echo_kv, parse_named_dirs
+from facesr.cli.main import cli, pass_app
+
+
+@cli.command()
+@click.option("--eval", "eval_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="the evaluate output folder (metrics.json, per_image.csv, ...)")
+@click.option("--model", "models", multiple=True, required=True, metavar="NAME=DIR",
+              help="a training output folder per variant (repeatable), named as in evaluate")
+@click.option("--data", "data", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="prepared data folder (its hash is recorded when dvc.lock does not have it)")
+@pass_app
+def register(app, eval_dir, models, data) -> None:
+    """Log the pipeline run to MLflow and register the better variant with alias 'challenger'."""
+    from facesr import registry
+
+    res = registry.register(app.params, eval_dir, parse_named_dirs(models), data=data)
+    echo_kv(f"registered {res.name} v{res.version} ({res.variant}) as '{registry.CHALLENGER}'", {
+        "model uri": f"models:/{res.name}/{res.version}",
+        "pipeline run": res.tags.get(registry.TAG + "pipeline_run_id"),
+        "parent run": res.parent_run_id,
+        **{f"run {k}": v for k, v in res.run_ids.items()},
+        "weights": res.tags.get(registry.TAG + "weights"),
+    })
+
+
+@cli.command()
+@click.option("--version", "version", type=int, default=None, help="model version (default: the 'challenger')")
+@click.option("--force", is_flag=True, help="promote without the policy (needs --reason; recorded)")
+@click.option("--reason", default=None, help="why a forced promotion is made")
+@pass_app
+def promote(app, version, force, reason) -> None:
+    """Move alias 'champion' to the challenger when the promotion policy passes (params registry.promotion).
+
+    Exit 0 when promoted, already champion, or refused by the policy (the reason is printed and recorded as tags on
+    the version); exit 2 when the versions cannot be compared or the model used untrained weights.
+    """
+    from facesr import registry
+
+    d = registry.promote(app.params, version=version, force=force, reason=reason)
+    click.echo(("PROMOTED: " if d.promote else "REFUSED: ") + d.reason)
+    for k, v in d.numbers.items():
+        click.echo(f"  {k}: {v}")
+
+
+@cli.command()
+@click.argument("uri")
+@pass_app
+def lineage(app, uri) -> None:
+    """Print registry version -> run -> git commit -> data hash -> params -> pipeline run for URI (models:/NAME@ALIAS)."""
+    from facesr import registry
+
+    echo_kv(f"lineage of {uri}", dict(registry.lineage(app.params, uri)))

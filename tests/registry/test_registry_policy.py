@@ -1,0 +1,66 @@
+"""The promotion policy on paired per-image values (no MLflow needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from facesr.config import PromotionParams
+from facesr.errors import UserError
+from facesr.registry import decide, lower_is_better, paired_bootstrap, pick_best, Candidate
+
+
+def rows(model, lpips, psnr, ssim=None):
+    ssim = ssim if ssim is not None else [0.8] * len(lpips)
+    return [{"model": model, "image": f"i{k}", "lpips": str(a), "psnr_y": str(b), "ssim_y": str(c)}
+            for k, (a, b, c) in enumerate(zip(lpips, psnr, ssim))]
+
+
+rng = np.random.default_rng(0)
+BASE = 0.3 + rng.normal(0, 0.02, 20)
+PSNR = 25 + rng.normal(0, 0.2, 20)
+
+
+def test_clear_improvement_passes_and_reports_numbers():
+    d = decide(PromotionParams(), rows("a", BASE - 0.05, PSNR), rows("b", BASE, PSNR), n_boot=300)
+    assert d.promote, d.reason
+    assert d.numbers["improvement"] == pytest.approx(0.05)
+    lo, hi = d.numbers["improvement_ci95"]
+    assert 0 < lo <= 0.05 <= hi
+
+
+def test_worse_or_insignificant_or_guard_violation_is_refused():
+    worse = decide(PromotionParams(), rows("a", BASE + 0.01, PSNR), rows("b", BASE, PSNR), n_boot=200)
+    assert not worse.promote and "did not improve" in worse.reason
+    noisy = BASE + rng.normal(0, 0.05, 20)
+    tiny = decide(PromotionParams(), rows("a", noisy - 0.001, PSNR), rows("b", noisy + rng.normal(0, 0.05, 20), PSNR),
+                  n_boot=200)
+    assert not tiny.promote
+    guard = decide(PromotionParams(), rows("a", BASE - 0.05, PSNR - 1.0), rows("b", BASE, PSNR), n_boot=200)
+    assert not guard.promote and "guard psnr_y" in guard.reason
+    relaxed = decide(PromotionParams(guards={"psnr_y": 2.0}), rows("a", BASE - 0.05, PSNR - 1.0),
+                     rows("b", BASE, PSNR), n_boot=200)
+    assert relaxed.promote
+    not_sig = PromotionParams(require_significant=False, min_improvement=0.0)
+    assert decide(not_sig, rows("a", BASE - 0.0001, PSNR), rows("b", BASE, PSNR), n_boot=50).promote
+
+
+def test_different_images_and_missing_metric_raise():
+    a = rows("a", BASE, PSNR)
+    b = rows("b", BASE, PSNR)
+    b[0]["image"] = "other"
+    with pytest.raises(UserError, match="different test images"):
+        decide(PromotionParams(), a, b)
+    with pytest.raises(UserError, match="no metric 'pieapp'"):
+        decide(PromotionParams(primary_metric="pieapp"), rows("a", BASE, PSNR), rows("b", BASE, PSNR))
+
+
+def test_direction_and_bootstrap():
+    assert lower_is_better("lpips") and lower_is_better("pieapp") and not lower_is_better("psnr_y")
+    lo, hi = paired_bootstrap(np.full(10, 2.0), 100, 0)
+    assert lo == hi == 2.0
+    mk = lambda n, psnr, lp: Candidate(n, None, None, {}, {"psnr_y": {"mean": psnr}, "lpips": {"mean": lp}})  # noqa
+    cands = [mk("a", 30.0, 0.3), mk("b", 25.0, 0.2)]
+    assert pick_best(cands, "lpips").name == "b" and pick_best(cands, "psnr_y").name == "a"
+    with pytest.raises(UserError, match="primary_metric"):
+        pick_best(cands, "dmos")
