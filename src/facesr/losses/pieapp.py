@@ -54,5 +54,7 @@ class PieAPPLoss(nn.Module):
         return self.net.score(x, ref, stride=self.stride)
 
     def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
-        s = self.scores(sr, hr)
-        return (s - self.net.identity_score()).abs().mean()
+        # fp32 even under bf16 autocast: the loss is a small difference of two scores (bf16 keeps ~3 digits)
+        with torch.autocast(device_type=sr.device.type, enabled=False):
+            s = self.scores(sr, hr)
+            return (s - self.net.identity_score()).abs().mean()
