@@ -69,6 +69,7 @@ def main(argv: list[str]) -> int:
         (out / "manifest.json").write_text("{}")
     elif ns.verb == "register":
         assert (Path(a.eval) / "metrics.json").is_file(), "register got no eval folder"
+        assert (Path(a.data) / "manifest.json").is_file(), "register got no prepared folder"
         print(f"registered {len(a.model)} models")
     elif ns.verb == "promote":
         print(f"promote version={a.version}")

@@ -96,6 +96,7 @@ def evaluate(
 
 
 def register(
+    data: Input[Dataset],
     evaluation: Input[Artifact],
     models: Input[List[Model]],
     profile: str,
@@ -106,11 +107,11 @@ def register(
     run_id: str,
     report: Output[Markdown],
 ) -> str:
-    """facesr register --eval EVAL --model NAME=DIR ...; returns the version behind the alias 'challenger'."""
+    """facesr register --eval EVAL --model NAME=DIR ... --data PREPARED; returns the version behind 'challenger'."""
     from facesr.kfp import runtime
 
     sets = list(overrides) + ([f"registry.model_name={model_name}"] if model_name else [])
-    text = runtime.run_cli(["register", "--eval", evaluation.path, *runtime.model_args(models)],
+    text = runtime.run_cli(["register", "--eval", evaluation.path, *runtime.model_args(models), "--data", data.path],
                            profile=profile, overrides=sets, params_text=params_text, mlflow_uri=mlflow_uri,
                            env=runtime.registry_env(run_id))
     runtime.write_report(report.path, "facesr register", text)

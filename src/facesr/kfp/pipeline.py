@@ -105,7 +105,7 @@ def build_pipeline(params: Params) -> Callable[..., Any]:
         evaluate.set_display_name("evaluate").set_caching_options(False)
         _cpu_task(evaluate)
 
-        register = ops["register"](evaluation=evaluate.outputs["evaluation"],
+        register = ops["register"](data=prepare.outputs["prepared"], evaluation=evaluate.outputs["evaluation"],
                                    models=dsl.Collected(train.outputs["model"]), mlflow_uri=mlflow_uri,
                                    model_name=model_name, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, **common)
         register.set_display_name("register").set_caching_options(False)

@@ -1,0 +1,139 @@
+"""The compiled facesr-training pipeline: GPU placement, retries, caching, DAG, and the committed YAML in sync."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from facesr.config import load_params
+from facesr.kfp.pipeline import compile_pipeline
+
+REPO = Path(__file__).resolve().parents[2]
+PARAMS = REPO / "params.yaml"
+COMMITTED = REPO / "pipelines" / "facesr-training.yaml"
+
+
+def _compile(tmp_path: Path, profile: str = "paper", overrides=()) -> tuple[dict, dict]:
+    out = compile_pipeline(load_params(PARAMS, profile, overrides), tmp_path / "p.yaml")
+    docs = list(yaml.safe_load_all(out.read_text()))
+    assert len(docs) == 2, "pipeline spec + kubernetes platform spec"
+    return docs[0], docs[1]
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    return _compile(tmp_path_factory.mktemp("kfp"))
+
+
+def _loop_tasks(spec: dict) -> dict:
+    return spec["components"]["comp-for-loop-1"]["dag"]["tasks"]
+
+
+def test_committed_yaml_is_in_sync(tmp_path):
+    fresh = compile_pipeline(load_params(PARAMS, "paper"), tmp_path / "facesr-training.yaml").read_text()
+    assert COMMITTED.read_text() == fresh, (
+        "pipelines/facesr-training.yaml is stale: run `.venv/bin/python pipelines/facesr_training.py`"
+    )
+
+
+def test_training_task_requests_gpu_cpu_memory_from_params(compiled):
+    spec, _ = compiled
+    gpu = yaml.safe_load(PARAMS.read_text())["pipeline"]["gpu"]
+    res = spec["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
+    assert res["accelerator"]["resourceType"] == gpu["accelerator"] == "nvidia.com/gpu"
+    assert int(res["accelerator"]["resourceCount"]) == gpu["count"]
+    assert res["resourceCpuRequest"] == res["resourceCpuLimit"] == str(gpu["cpu"])
+    assert res["resourceMemoryRequest"] == res["resourceMemoryLimit"] == str(gpu["memory"])
+    for name in ("exec-ingest", "exec-prepare", "exec-evaluate", "exec-register", "exec-promote"):
+        assert "accelerator" not in spec["deploymentSpec"]["executors"][name]["container"].get("resources", {})
+
+
+def test_training_task_has_gpu_pool_selector_toleration_and_checkpoint_pvc(compiled):
+    _, platform = compiled
+    raw = yaml.safe_load(PARAMS.read_text())["pipeline"]
+    execs = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(execs) == {"exec-train"}, "only training goes to the GPU pool"
+    k8s = execs["exec-train"]
+    assert k8s["nodeSelector"]["labels"] == raw["gpu"]["node_selector"] == {"facesr.io/pool": "gpu"}
+    assert k8s["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Equal", "value": "present",
+                                   "effect": "NoSchedule"}]
+    assert raw["gpu"]["toleration_key"] == "nvidia.com/gpu" and raw["gpu"]["toleration_value"] == "present"
+    (mount,) = k8s["pvcMount"]
+    assert mount["mountPath"] == "/mnt/facesr-checkpoints"
+    assert mount["pvcNameParameter"]["runtimeValue"]["constant"] == raw["checkpoint_pvc"]
+
+
+def test_gpu_settings_follow_params_overrides(tmp_path):
+    spec, platform = _compile(tmp_path, overrides=[
+        "pipeline.gpu.count=4", "pipeline.gpu.node_selector={pool: a100}", "pipeline.gpu.toleration_value=spot",
+        "pipeline.image=registry.local/facesr:9", "pipeline.checkpoint_pvc=null", "pipeline.retries=0"])
+    res = spec["deploymentSpec"]["executors"]["exec-train"]["container"]
+    assert res["resources"]["accelerator"]["resourceCount"] == "4"
+    assert {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()} == {"registry.local/facesr:9"}
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
+    assert k8s["nodeSelector"]["labels"] == {"pool": "a100"}
+    assert k8s["tolerations"][0]["value"] == "spot"
+    assert "pvcMount" not in k8s
+    assert spec["root"]["inputDefinitions"]["parameters"]["checkpoint_root"]["defaultValue"] == ""
+    assert "retryPolicy" not in _loop_tasks(spec)["train"]
+
+
+def test_training_retries_and_caching(compiled):
+    spec, _ = compiled
+    train = _loop_tasks(spec)["train"]
+    assert train["retryPolicy"]["maxRetryCount"] == yaml.safe_load(PARAMS.read_text())["pipeline"]["retries"] == 2
+    assert not train.get("cachingOptions", {}).get("enableCache")
+    root = spec["root"]["dag"]["tasks"]
+    assert root["ingest"]["cachingOptions"]["enableCache"] is True
+    assert root["prepare"]["cachingOptions"]["enableCache"] is True
+    for name in ("evaluate", "register", "promote"):
+        assert not root[name].get("cachingOptions", {}).get("enableCache"), name
+
+
+def test_dag_order_parallel_variants_and_artifact_types(compiled):
+    spec, _ = compiled
+    root = spec["root"]["dag"]["tasks"]
+    assert root["prepare"]["dependentTasks"] == ["ingest"]
+    loop = root["for-loop-1"]
+    assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--variants"
+    assert loop["dependentTasks"] == ["prepare"]
+    assert set(root["evaluate"]["dependentTasks"]) == {"for-loop-1", "prepare"}
+    assert "evaluate" in root["register"]["dependentTasks"]
+    assert root["promote"]["dependentTasks"] == ["register"]
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["variants"]["defaultValue"] == ["l1_vgg", "l1_vgg_pieapp"]
+    assert {"source", "data_version", "profile", "variants", "mlflow_uri", "model_name"} <= set(params)
+
+    def outputs(comp):
+        return {k: v["artifactType"]["schemaTitle"]
+                for k, v in spec["components"][comp]["outputDefinitions"]["artifacts"].items()}
+
+    assert outputs("comp-ingest") == {"raw": "system.Dataset"}
+    assert outputs("comp-prepare") == {"prepared": "system.Dataset"}
+    assert outputs("comp-train") == {"model": "system.Model"}
+    assert outputs("comp-evaluate") == {"evaluation": "system.Artifact", "metrics": "system.Metrics",
+                                        "table": "system.Markdown", "grids": "system.HTML"}
+    ev_in = spec["components"]["comp-evaluate"]["inputDefinitions"]["artifacts"]["models"]
+    assert ev_in["isArtifactList"] is True and ev_in["artifactType"]["schemaTitle"] == "system.Model"
+
+
+def test_components_run_facesr_in_image_without_pip(compiled):
+    spec, _ = compiled
+    for name, ex in spec["deploymentSpec"]["executors"].items():
+        cmd = " ".join(ex["container"]["command"])
+        assert "pip install" not in cmd, name
+        assert "from facesr.kfp import runtime" in cmd, name
+        assert "kfp.dsl.executor_main" in cmd, name
+
+
+def test_compile_cli_writes_yaml_and_rejects_bad_suffix(tmp_path, capsys):
+    from facesr.cli.main import main
+
+    out = tmp_path / "x" / "p.yaml"
+    assert main(["--params", str(PARAMS), "--profile", "ci", "pipeline", "compile", "--out", str(out)]) == 0
+    spec = next(yaml.safe_load_all(out.read_text()))
+    assert spec["root"]["inputDefinitions"]["parameters"]["profile"]["defaultValue"] == "ci"
+    assert main(["--params", str(PARAMS), "pipeline", "compile", "--out", str(tmp_path / "p.json")]) == 2
+    assert "--out" in capsys.readouterr().err
