@@ -267,3 +267,35 @@ def test_kaggle_download_archive_extracted_safely(no_kaggle_creds, monkeypatch, 
         ingest(p, "kaggle:a/b", tmp_path / "raw")
     assert not any(tmp_path.rglob("pwned.png"))
     assert len(json.loads((tmp_path / "raw/manifest.json").read_text())["files"]) == 2
+
+
+def test_s3_access_denied_and_no_credentials(monkeypatch, tmp_path, p, capsys):
+    import boto3
+    from botocore.stub import Stubber
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    real_client = boto3.client
+
+    def denied_client(*a, **k):
+        c = real_client(*a, **k)
+        stub = Stubber(c)
+        stub.add_client_error("list_objects_v2", service_error_code="AccessDenied", service_message="Access Denied",
+                              http_status_code=403)
+        stub.activate()
+        return c
+
+    monkeypatch.setattr(boto3, "client", denied_client)
+    rc = main(["--params", str(PARAMS), "ingest", "--source", "s3://locked/x", "--out", str(tmp_path / "raw")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "access denied" in err and "AWS_ACCESS_KEY_ID" in err and "Traceback" not in err
+    monkeypatch.setattr(boto3, "client", real_client)
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("FACESR_S3_ENDPOINT_URL", "http://127.0.0.1:9")
+    with pytest.raises(UserError, match="no AWS credentials"):
+        ingest(p, "s3://b/x", tmp_path / "raw")

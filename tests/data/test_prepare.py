@@ -221,7 +221,8 @@ def test_cli_ingest_and_prepare_ok(tmp_path, capsys):
     for i in range(4):
         save(rand_rgb(136, 136, seed=200 + i), src / f"{i}.png")
     base = ["--params", str(PARAMS), "--profile", "ci"]
-    assert main([*base, "ingest", "--source", f"dir:{src}", "--out", str(tmp_path / "raw")]) == 0
+    # no --source: params data.source is the default
+    assert main([*base, "--set", f"data.source=dir:{src}", "ingest", "--out", str(tmp_path / "raw")]) == 0
     assert main([*base, "prepare", "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "prep")]) == 0
     out = capsys.readouterr().out
     assert "ingested 4 files" in out and "prepared 4 images" in out

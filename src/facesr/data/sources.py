@@ -199,6 +199,10 @@ def fetch_s3(url: str, dest: Path) -> list[str]:
         prefix += "/"
     endpoint = s3_endpoint_url()
     where = f"{url}" + (f" (endpoint {endpoint})" if endpoint else "")
+    no_creds = UserError(f"{where}: no AWS credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE "
+                         "/ ~/.aws/credentials)")
+    if boto3.session.Session().get_credentials() is None:
+        raise no_creds
     client = boto3.client(
         "s3", endpoint_url=endpoint,
         config=Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 2, "mode": "standard"}),
@@ -222,8 +226,7 @@ def fetch_s3(url: str, dest: Path) -> list[str]:
                 client.download_file(bucket, key, str(target))
                 out.append(rel)
     except NoCredentialsError:
-        raise UserError(f"{where}: no AWS credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE "
-                        "/ ~/.aws/credentials)") from None
+        raise no_creds from None
     except EndpointConnectionError as exc:
         raise ExternalServiceError(f"{where}: S3 endpoint unreachable ({exc}); set AWS_ENDPOINT_URL or "
                                    "FACESR_S3_ENDPOINT_URL for MinIO/other S3 servers") from None
