@@ -228,3 +228,14 @@ def test_cli_ingest_and_prepare_ok(tmp_path, capsys):
     assert "ingested 4 files" in out and "prepared 4 images" in out
     m = json.loads((tmp_path / "prep/manifest.json").read_text())
     assert m["accepted"] == 4
+
+
+def test_tiny_dataset_gets_both_sides(tmp_path):
+    for i in range(3):
+        save(rand_rgb(132, 132, seed=300 + i), tmp_path / "src" / f"{i}.png")
+    ingest(params(), f"dir:{tmp_path / 'src'}", tmp_path / "raw")
+    for frac in (0.001, 0.999):
+        m = prepare(params(**{"data.test_fraction": frac}), tmp_path / "raw", tmp_path / f"p{frac}")
+        assert m["split"]["train"] >= 1 and m["split"]["test"] >= 1
+        assert len(list((tmp_path / f"p{frac}" / "test/hr").iterdir())) == m["split"]["test"]
+        assert not (tmp_path / f"p{frac}" / ".work").exists()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -119,70 +120,77 @@ def prepare(params: Params, raw: Path, out: Path) -> dict[str, Any]:
     entries.sort()
 
     accepted: list[dict[str, Any]] = []
-    arrays: dict[str, np.ndarray] = {}
     seen_bytes: dict[str, str] = {}
     seen_pixels: dict[str, str] = {}
     skipped = 0
-    for _, sha, rel, p in entries:
-        if d.max_images is not None and len(accepted) >= d.max_images:
-            skipped += 1
-            continue
-        if sha in seen_bytes:
-            rejected.append({"file": rel, "reason": f"{DUPLICATE}: same bytes as {seen_bytes[sha]}"})
-            continue
-        seen_bytes[sha] = rel
-        try:
-            arr = to_array(load_rgb(p, d.max_image_pixels))
-            h, w = arr.shape[:2]
-            if min(h, w) < d.hr_size:
-                raise ImageRejected(p, TOO_SMALL, f"{w}x{h} is smaller than data.hr_size={d.hr_size} on a side")
-        except ImageRejected as exc:
-            rejected.append({"file": rel, "reason": exc.reason})
-            continue
-        ph = _pixel_hash(arr)
-        if ph in seen_pixels:
-            rejected.append({"file": rel, "reason": f"{DUPLICATE}: same decoded pixels as {seen_pixels[ph]}"})
-            continue
-        seen_pixels[ph] = rel
-        name = image_name(sha)
-        capped = resize_longer_side(arr, d.max_train_side, min_short=d.hr_size)
-        arrays[name] = capped
-        accepted.append({"name": name, "source": rel, "sha256": sha, "split": split_of(sha, d.test_fraction),
-                         "width": int(w), "height": int(h)})
-
-    if not accepted:
-        reasons = "; ".join(f"{r['file']}: {r['reason']}" for r in rejected[:5])
-        more = f" (and {len(rejected) - 5} more)" if len(rejected) > 5 else ""
-        raise InputError(f"{raw}: no usable images: all {len(rejected)} file(s) were rejected: {reasons}{more}")
-
-    # a tiny dataset must still have both sides: move the image closest to the boundary (documented)
-    if len(accepted) >= 2:
-        for side, other in (("test", "train"), ("train", "test")):
-            if not any(a["split"] == side for a in accepted):
-                cand = min((a for a in accepted if a["split"] == other),
-                           key=lambda a: abs(int(a["sha256"][:16], 16) / float(1 << 64) - d.test_fraction))
-                cand["split"] = side
-                log.warning("the %s split was empty; moved %s there", side, cand["name"])
-
-    accepted.sort(key=lambda a: a["name"])
-    train = [a for a in accepted if a["split"] == "train"]
-    test = [a for a in accepted if a["split"] == "test"]
-    rejected.sort(key=lambda r: r["file"])
-
     with atomic_dir(out) as tmp:
+        # decoded (capped) images are spilled to disk, so memory stays at one image whatever the dataset size
+        work = tmp / ".work"
+        work.mkdir()
+        for k, (_, sha, rel, p) in enumerate(entries):
+            if k and k % 500 == 0:
+                log.info("prepare: examined %d of %d files (%d accepted)", k, len(entries), len(accepted))
+            if d.max_images is not None and len(accepted) >= d.max_images:
+                skipped += 1
+                continue
+            if sha in seen_bytes:
+                rejected.append({"file": rel, "reason": f"{DUPLICATE}: same bytes as {seen_bytes[sha]}"})
+                continue
+            seen_bytes[sha] = rel
+            try:
+                arr = to_array(load_rgb(p, d.max_image_pixels))
+                h, w = arr.shape[:2]
+                if min(h, w) < d.hr_size:
+                    raise ImageRejected(p, TOO_SMALL, f"{w}x{h} is smaller than data.hr_size={d.hr_size} on a side")
+            except ImageRejected as exc:
+                rejected.append({"file": rel, "reason": exc.reason})
+                continue
+            ph = _pixel_hash(arr)
+            if ph in seen_pixels:
+                rejected.append({"file": rel, "reason": f"{DUPLICATE}: same decoded pixels as {seen_pixels[ph]}"})
+                continue
+            seen_pixels[ph] = rel
+            name = image_name(sha)
+            np.save(work / f"{name}.npy", resize_longer_side(arr, d.max_train_side, min_short=d.hr_size))
+            accepted.append({"name": name, "source": rel, "sha256": sha, "split": split_of(sha, d.test_fraction),
+                             "width": int(w), "height": int(h)})
+
+        if not accepted:
+            reasons = "; ".join(f"{r['file']}: {r['reason']}" for r in rejected[:5])
+            more = f" (and {len(rejected) - 5} more)" if len(rejected) > 5 else ""
+            raise InputError(f"{raw}: no usable images: all {len(rejected)} file(s) were rejected: {reasons}{more}")
+
+        # a tiny dataset must still have both sides: move the image closest to the boundary (documented)
+        if len(accepted) >= 2:
+            for side, other in (("test", "train"), ("train", "test")):
+                if not any(a["split"] == side for a in accepted):
+                    cand = min((a for a in accepted if a["split"] == other),
+                               key=lambda a: abs(int(a["sha256"][:16], 16) / float(1 << 64) - d.test_fraction))
+                    cand["split"] = side
+                    log.warning("the %s split was empty; moved %s there", side, cand["name"])
+
+        accepted.sort(key=lambda a: a["name"])
+        train = [a for a in accepted if a["split"] == "train"]
+        test = [a for a in accepted if a["split"] == "test"]
+        rejected.sort(key=lambda r: r["file"])
+
+        def spilled(a: dict[str, Any]) -> np.ndarray:
+            return np.load(work / f"{a['name']}.npy")
+
         shards: list[str] = []
         for i in range(0, len(train), d.shard_size):
             chunk = train[i:i + d.shard_size]
             rel = f"train/shard-{i // d.shard_size:05d}.safetensors"
-            atomic_write_bytes(tmp / rel, st_save({a["name"]: arrays[a["name"]] for a in chunk}))
+            atomic_write_bytes(tmp / rel, st_save({a["name"]: spilled(a) for a in chunk}))
             shards.append(rel)
         for a in test:
-            img = arrays[a["name"]]
+            img = spilled(a)
             hr = center_crop(img, d.hr_size)
             full = crop_to_multiple(img, d.scale)
             for sub, arr in (("hr", hr), ("lr", bicubic_downscale(hr, d.scale)), ("full_hr", full),
                              ("full_lr", bicubic_downscale(full, d.scale))):
                 atomic_write_bytes(tmp / "test" / sub / f"{a['name']}.png", png_bytes(arr))
+        shutil.rmtree(work)
         manifest = {
             "format": PREPARED_FORMAT,
             "accepted": len(accepted),
