@@ -173,3 +173,19 @@ def test_torch_home_lets_torchvision_load_without_download(cache, tmp_path, no_n
             net = torchvision.models.alexnet(weights=torchvision.models.AlexNet_Weights.IMAGENET1K_V1)
     assert torch.equal(net.features[0].weight, ref.features[0].weight)
     assert torch.hub.get_dir() != str(tmp_path / "th" / "hub")  # restored
+
+
+def test_unpinned_entry_is_accepted_but_flagged(cache):
+    entry = w.WeightFile(name="test_unpinned", file="unpinned.bin", url="https://example.invalid/unpinned.bin",
+                         used_by=("tests",))
+    w.register(entry)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        (cache / "unpinned.bin").write_bytes(b"abc")
+        assert w.resolve("test_unpinned") == cache / "unpinned.bin"
+        assert w.status("test_unpinned")["state"].startswith("ok (UNPINNED")
+        with pytest.raises(ValueError, match="already registered"):
+            w.register(w.WeightFile(name="test_unpinned", file="other.bin", url=None, used_by=("x",)))
+    finally:
+        w._REGISTRY.pop("test_unpinned", None)
+        w.ENTRIES[:] = [e for e in w.ENTRIES if e.name != "test_unpinned"]

@@ -111,7 +111,8 @@ ENTRIES: list[WeightFile] = [
              "project, not yet checked against the file by us",
     ),
     # metrics (NIQE / BRISQUE). Their sha256 is not pinned yet (no published digest, no network here to compute one):
-    # until it is, `resolve` accepts them only with FACESR_WEIGHTS_TRUST=1 (logged); pin sha256 after a verified fetch.
+    # until it is, `resolve` accepts any file of that name with a WARNING, and `list`/`verify` show it as
+    # "ok (UNPINNED ...)"; pin sha256 after a verified fetch.
     WeightFile(
         name="niqe_pristine", file="niqe_pris_params.npz",
         url="https://github.com/XPixelGroup/BasicSR/raw/master/basicsr/metrics/niqe_pris_params.npz",
@@ -264,8 +265,9 @@ def status(name: str) -> dict[str, Any]:
         row.update(state="missing", sha256=None, bytes=None)
         return row
     ok, digest, trusted = check_file(entry, path)
-    row.update(sha256=digest, bytes=path.stat().st_size,
-               state=("ok (TRUSTED: digest not checked)" if trusted else "ok") if ok else "corrupt")
+    unpinned = not entry.sha256 and not entry.sha256_prefix
+    label = "ok (TRUSTED: digest not checked)" if trusted else "ok (UNPINNED: no digest known)" if unpinned else "ok"
+    row.update(sha256=digest, bytes=path.stat().st_size, state=label if ok else "corrupt")
     return row
 
 
