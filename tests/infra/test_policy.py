@@ -285,3 +285,40 @@ def test_pipeline_runs_can_reach_mlflow(objects):
         ports = {p["port"] for rule in pol["spec"]["ingress"] for p in rule["ports"]}
         svc = next(o for o in objects[overlay] if o["kind"] == "Service" and o["metadata"]["name"] == "mlflow")
         assert {p["port"] for p in svc["spec"]["ports"]} <= ports
+
+
+# ---------------------------------------------------------------- what the pipeline expects in its run namespace
+
+def test_checkpoint_pvc_the_pipeline_mounts_exists_and_is_shared(objects, params):
+    """params.yaml pipeline.checkpoint_pvc: both variants train at once on different nodes -> ReadWriteMany."""
+    want = params["pipeline"].get("checkpoint_pvc")
+    if not want:
+        pytest.skip("params.yaml pipeline.checkpoint_pvc is null: the pipeline mounts no PVC")
+    for overlay in OVERLAYS:
+        rb = next(o for o in objects[overlay] if o["kind"] == "RoleBinding")
+        pvc = [o for o in objects[overlay] if o["kind"] == "PersistentVolumeClaim" and o["metadata"]["name"] == want]
+        assert pvc, f"{overlay}: no PVC {want}"
+        assert pvc[0]["metadata"]["namespace"] == rb["metadata"]["namespace"], "PVC not in the run namespace"
+        assert "ReadWriteMany" in pvc[0]["spec"]["accessModes"]
+
+
+def test_compiled_pipeline_places_training_on_the_gpu_pool(params):
+    """If the compiled pipeline is in the repo, its training executor carries our node selector and toleration."""
+    import yaml
+
+    from .infra_util import REPO
+
+    compiled = REPO / "pipelines" / f"{params['pipeline']['name']}.yaml"
+    if not compiled.exists():
+        pytest.skip(f"{compiled} not compiled")
+    docs = [d for d in yaml.safe_load_all(compiled.read_text()) if d]
+    platform = next((d for d in docs if "platforms" in d), None)
+    assert platform, "compiled pipeline has no kubernetes platform spec"
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    gpu = params["pipeline"]["gpu"]
+    placed = [e for e in executors.values() if e.get("nodeSelector")]
+    assert placed, "no executor has a node selector"
+    for e in placed:
+        assert e["nodeSelector"]["labels"] == gpu["node_selector"]
+        assert {"key": gpu["toleration_key"], "operator": "Equal", "value": gpu["toleration_value"],
+                "effect": "NoSchedule"} in e["tolerations"]

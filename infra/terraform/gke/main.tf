@@ -169,6 +169,16 @@ resource "google_container_cluster" "main" {
     }
   }
 
+  addons_config {
+    # ReadWriteMany volumes (StorageClass standard-rwx) for the pipeline's checkpoint PVC.
+    gcp_filestore_csi_driver_config {
+      enabled = true
+    }
+    gce_persistent_disk_csi_driver_config {
+      enabled = true
+    }
+  }
+
   cluster_autoscaling {
     autoscaling_profile = "OPTIMIZE_UTILIZATION"
   }
