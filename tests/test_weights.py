@@ -184,6 +184,12 @@ def test_unpinned_entry_is_accepted_but_flagged(cache):
         (cache / "unpinned.bin").write_bytes(b"abc")
         assert w.resolve("test_unpinned") == cache / "unpinned.bin"
         assert w.status("test_unpinned")["state"].startswith("ok (UNPINNED")
+        src = cache.parent / "srv" / "unpinned.bin"
+        src.parent.mkdir()
+        src.write_bytes(b"served")
+        with w.override("test_unpinned", url=src.as_uri()):
+            assert w.fetch(["test_unpinned"], force=True)[0]["action"] == "downloaded"
+        assert (cache / "unpinned.bin").read_bytes() == b"served"
         with pytest.raises(ValueError, match="already registered"):
             w.register(w.WeightFile(name="test_unpinned", file="other.bin", url=None, used_by=("x",)))
     finally:

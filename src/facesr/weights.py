@@ -216,17 +216,23 @@ def check_file(entry: WeightFile, path: Path) -> tuple[bool, str, bool]:
     digest = file_digest(path)
     if entry.size is not None and path.stat().st_size != entry.size and not trust_any_digest():
         return False, digest, False
+    ok, trusted = accept_digest(entry, digest, path)
+    return ok, digest, trusted
+
+
+def accept_digest(entry: WeightFile, digest: str, path: Path | str) -> tuple[bool, bool]:
+    """(accepted, trusted_override) for a computed digest; logs a WARNING whenever it accepts without a match."""
     if entry.digest_ok(digest):
-        return True, digest, False
+        return True, False
     if not entry.sha256 and not entry.sha256_prefix:
         log.warning("weights: %s (%s) has no pinned sha256 in the table; accepted unverified (sha256 %s)",
                     entry.name, path, digest)
-        return True, digest, False
+        return True, False
     if trust_any_digest():
         log.warning("weights: %s (%s) has sha256 %s, expected %s: accepted only because %s=1 (tests); "
                     "do not use these results as real", entry.name, path, digest, entry.expected, ENV_TRUST)
-        return True, digest, True
-    return False, digest, False
+        return True, True
+    return False, False
 
 
 def resolve(name: str) -> Path:
@@ -326,7 +332,7 @@ def fetch(names: Iterable[str] | None = None, timeout: float = FETCH_TIMEOUT_S,
                         h.update(block)
                         out.write(block)
             digest = h.hexdigest()
-            if not entry.digest_ok(digest) and not trust_any_digest():
+            if not accept_digest(entry, digest, entry.url)[0]:
                 raise WeightsMissingError(f"weights: download of {entry.url} has sha256 {digest}, expected "
                                           f"{entry.expected}; not installed")
             os.replace(tmp, dest)
