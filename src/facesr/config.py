@@ -168,6 +168,9 @@ class PipelineParams(_Section):
     checkpoint_pvc: str | None = Field(
         "facesr-checkpoints", description="PVC (ReadWriteMany) the training tasks checkpoint to, so retries resume; null = none"
     )
+    mlflow_uri: str = Field(
+        "http://mlflow.facesr.svc.cluster.local:5000", description="MLflow URI of the cluster's register/promote tasks"
+    )
     cron: str = Field("0 0 3 * * 0", description="KFP cron (6 fields, with seconds): Sundays 03:00")
 
 
