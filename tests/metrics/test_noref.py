@@ -122,3 +122,11 @@ def test_brisque_missing_is_nan(weights_dir: Path):
     m = BRISQUEMetric()
     assert m.status == "missing"
     assert all(math.isnan(v) for v in m(sample_faces(1)))
+
+
+def test_brisque_flat_image_is_nan_not_a_crash(weights_dir: Path):
+    torch.save(_fake_svr(), weights_dir / "brisque_svm_weights.pt")
+    face = sample_faces(1)[0]
+    flat = np.full_like(face, 17)
+    scores = BRISQUEMetric()([face, flat])
+    assert math.isfinite(scores[0]) and math.isnan(scores[1])

@@ -205,4 +205,13 @@ class BRISQUEMetric:
         from facesr.metrics.perceptual import to_tensor
 
         x = to_tensor(images).double()
-        return [float(v) for v in brisque_scores(x, *self.svr).flatten()]
+        try:
+            return [float(v) for v in brisque_scores(x, *self.svr).flatten()]
+        except AssertionError:  # piq refuses a flat (zero-variance) image: score the others, NaN for those
+            out = []
+            for i in range(x.shape[0]):
+                try:
+                    out.append(float(brisque_scores(x[i:i + 1], *self.svr).flatten()[0]))
+                except AssertionError:
+                    out.append(float("nan"))
+            return out

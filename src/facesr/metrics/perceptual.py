@@ -7,6 +7,7 @@ Backbone weights come from ``facesr.metrics.weights``; with no file, a network w
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import warnings
 
@@ -39,6 +40,9 @@ def _torch_load(path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+_LPIPS_CACHE: dict[tuple, torch.nn.Module] = {}
+
+
 class LPIPSMetric:
     """LPIPS v0.1 with the AlexNet trunk (the ``lpips`` package; its linear heads ship in the wheel)."""
 
@@ -58,15 +62,22 @@ class LPIPSMetric:
         if self.status == "missing":
             self.model = None
             return
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torchvision's 'pretrained' deprecation inside lpips
-            torch.manual_seed(0)  # untrained trunk: deterministic random weights
-            model = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False)
-        if self.status == "real":
-            load_alexnet_trunk(model, _torch_load(self.weights.path))
-        self.model = model.eval().to(self.device)
-        for p in self.model.parameters():
-            p.requires_grad_(False)
+        key = (self.status, self.weights.provenance.get("sha256"), self.heads.provenance.get("sha256"), str(self.device))
+        cached = _LPIPS_CACHE.get(key)
+        if cached is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torchvision's 'pretrained' deprecation inside lpips
+                with torch.random.fork_rng():
+                    torch.manual_seed(0)  # untrained trunk: deterministic random weights
+                    model = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False)
+            if self.status == "real":
+                load_alexnet_trunk(model, _torch_load(self.weights.path))
+            cached = model.eval().to(self.device)
+            for p in cached.parameters():
+                p.requires_grad_(False)
+            _LPIPS_CACHE.clear()  # keep one (building AlexNet costs seconds on CPU; it is never modified)
+            _LPIPS_CACHE[key] = cached
+        self.model = cached
 
     @torch.no_grad()
     def __call__(self, sr: list[np.ndarray], hr: list[np.ndarray]) -> list[float]:
@@ -116,11 +127,13 @@ class PieAPPMetric:
         self.status = self.weights.status
         self.device = torch.device(device)
         self.stride = stride
+        self._ref_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         if self.status == "missing":
             self.model = None
             return
-        torch.manual_seed(0)
-        model = PieAPPModel()
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = PieAPPModel()
         if self.status == "real":
             state = dict(_torch_load(self.weights.path))
             w = state.get("ref_score_subtract.weight")
@@ -135,13 +148,24 @@ class PieAPPMetric:
     def __call__(self, sr: list[np.ndarray], hr: list[np.ndarray]) -> list[float]:
         if self.model is None:
             return [float("nan")] * len(sr)
-        from piq.functional import crop_patches
-
         x = to_tensor(sr, self.device) * 255
-        y = to_tensor(hr, self.device) * 255
         n = x.shape[0]
-        fx, wx = self.model(crop_patches(x, size=64, stride=self.stride))
-        fy, wy = self.model(crop_patches(y, size=64, stride=self.stride))
+        fx, wx = self._features(x)
+        # the references are the same HR images for every model: compute their features once
+        keys = [hashlib.sha1(np.ascontiguousarray(h).tobytes()).hexdigest() for h in hr]
+        todo = [i for i, k in enumerate(keys) if k not in self._ref_cache]
+        if todo:
+            fy, wy = self._features(to_tensor([hr[i] for i in todo], self.device) * 255)
+            per = fy.shape[0] // len(todo)
+            for j, i in enumerate(todo):
+                self._ref_cache[keys[i]] = (fy[j * per:(j + 1) * per], wy[j * per:(j + 1) * per])
+        fy = torch.cat([self._ref_cache[k][0] for k in keys])
+        wy = torch.cat([self._ref_cache[k][1] for k in keys])
         d, w = self.model.compute_difference(fy - fx, wy - wx)
         d, w = d.reshape(n, -1), w.reshape(n, -1)
         return [float((di * wi).sum() / wi.sum()) for di, wi in zip(d, w)]
+
+    def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from piq.functional import crop_patches
+
+        return self.model(crop_patches(x, size=64, stride=self.stride))

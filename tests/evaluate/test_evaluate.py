@@ -1,0 +1,227 @@
+"""The evaluate step end to end on the prepared ci sample, its outputs, and the helpers the registry uses."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage.color import rgb2ycbcr
+from skimage.metrics import peak_signal_noise_ratio
+
+from facesr.cli.main import main
+from facesr.config import Params
+from facesr.errors import InputError, UserError
+from facesr.evaluate import evaluate, load_per_image, paired_bootstrap, paired_scores
+from facesr.metrics.noref import gaussian_window, niqe_block_features
+from facesr.metrics.fidelity import rgb_to_y
+from tests.metrics._util import sample_faces
+
+MODELS = ("l1_vgg", "l1_vgg_pieapp")
+pytestmark = pytest.mark.slow  # the module fixture runs a full evaluation (~20-30 s on 2 busy cores)
+
+
+def _save_tiny_models(params: Params, root: Path) -> dict[str, Path]:
+    from facesr.models import build_generator
+    from facesr.models.io import save_generator
+
+    out = {}
+    for i, v in enumerate(MODELS):
+        torch.manual_seed(i)
+        g = build_generator(params)
+        save_generator(g, root / v / "model", {"variant": v, "scale": params.data.scale, "untrained_weights": True})
+        out[v] = root / v  # a train output folder: evaluate finds model/ inside
+    return out
+
+
+@pytest.fixture(scope="module")
+def eval_run(tmp_path_factory: pytest.TempPathFactory, ci_params: Params, prepared_ci: Path):
+    root = tmp_path_factory.mktemp("eval")
+    models = _save_tiny_models(ci_params, root / "models")
+    wdir = root / "weights"
+    wdir.mkdir()
+    # fake NIQE pristine params (fitted on sample faces) and a fake BRISQUE SVR: real code paths, fake numbers
+    faces = sample_faces(4, size=None)
+    feats = np.concatenate([niqe_block_features(np.round(rgb_to_y(f))) for f in faces])
+    feats = feats[~np.isnan(feats).any(axis=1)]
+    np.savez(wdir / "niqe_pris_params.npz", mu_pris_param=feats.mean(0), cov_pris_param=np.cov(feats, rowvar=False),
+             gaussian_window=gaussian_window())
+    g = torch.Generator().manual_seed(0)
+    torch.save((torch.randn(30, generator=g, dtype=torch.float64), torch.rand(30, 36, generator=g, dtype=torch.float64)),
+               wdir / "brisque_svm_weights.pt")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FACESR_WEIGHTS_DIR", str(wdir))
+        mp.setenv("FACESR_WEIGHTS_TRUST", "1")
+        out = root / "out"
+        result = evaluate(ci_params, prepared_ci, models, out)
+    return {"out": out, "result": result, "models": models, "params": ci_params, "data": prepared_ci}
+
+
+def test_outputs_exist_and_metrics_json_is_the_returned_dict(eval_run):
+    out = eval_run["out"]
+    for f in ("metrics.json", "per_image.csv", "table.md", "manifest.json"):
+        assert (out / f).is_file(), f
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(eval_run["result"]))
+    assert list(metrics) == ["bicubic", *MODELS]
+    for model, entries in metrics.items():
+        assert set(entries) == set(eval_run["params"].evaluate.metrics)
+        for m, e in entries.items():
+            assert {"mean", "ci95", "n", "weights"} <= set(e)
+            if e["mean"] is not None:
+                lo, hi = e["ci95"]
+                assert lo <= e["mean"] <= hi, (model, m)
+
+
+def test_weights_status_is_reported_never_a_fake_number(eval_run):
+    metrics = eval_run["result"]
+    for model in metrics:
+        assert metrics[model]["psnr_y"]["weights"] == "none"
+        # ci profile: no AlexNet/PieAPP files -> untrained (allowed), marked as such
+        assert metrics[model]["lpips"]["weights"] == "untrained"
+        assert metrics[model]["pieapp"]["weights"] == "untrained"
+        for m in ("ma", "pi"):
+            assert metrics[model][m]["weights"] == "missing"
+            assert metrics[model][m]["mean"] is None and metrics[model][m]["n"] == 0
+            assert "forest" in metrics[model][m]["reason"]
+        assert metrics[model]["niqe"]["weights"] == "real"
+        assert metrics[model]["dmos"]["weights"] == "real"
+    table = (eval_run["out"] / "table.md").read_text()
+    assert "(untrained)" in table and "missing" in table
+
+
+def test_bicubic_psnr_agrees_with_an_independent_computation(eval_run):
+    from facesr.data.dataset import load_test_pairs
+
+    scale = eval_run["params"].data.scale
+    vals = []
+    for p in load_test_pairs(eval_run["data"]):
+        h, w = p.lr.shape[:2]
+        sr = np.asarray(Image.fromarray(p.lr).resize((w * scale, h * scale), Image.BICUBIC))
+        y_sr = rgb2ycbcr(sr)[scale:-scale, scale:-scale, 0]
+        y_hr = rgb2ycbcr(p.hr)[scale:-scale, scale:-scale, 0]
+        vals.append(peak_signal_noise_ratio(y_hr, y_sr, data_range=255))
+    got = eval_run["result"]["bicubic"]["psnr_y"]
+    assert got["n"] == len(vals)
+    assert got["mean"] == pytest.approx(float(np.mean(vals)), abs=1e-9)
+    assert 20 < got["mean"] < 40  # bicubic x4 on faces: a sane PSNR
+    # the untrained tiny generators are far worse than bicubic
+    assert eval_run["result"]["l1_vgg"]["psnr_y"]["mean"] < got["mean"] - 5
+
+
+def test_niqe_is_computed_on_the_full_images(eval_run):
+    niqe = eval_run["result"]["bicubic"]["niqe"]
+    # sample faces are 200x250: full_lr 50x62 -> SR 200x248 -> >= 192 px after the border crop
+    assert niqe["n"] > 0 and math.isfinite(niqe["mean"])
+    manifest = json.loads((eval_run["out"] / "manifest.json").read_text())
+    assert manifest["niqe"]["images"]
+
+
+def test_per_image_csv_and_load_per_image(eval_run):
+    out = eval_run["out"]
+    with (out / "per_image.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    n = eval_run["result"]["bicubic"]["psnr_y"]["n"]
+    assert len(rows) == 3 * n
+    per = load_per_image(out)
+    assert set(per) == {"bicubic", *MODELS}
+    for model in per:
+        for m in ("psnr_y", "ssim_y", "lpips"):
+            assert np.mean(list(per[model][m].values())) == pytest.approx(eval_run["result"][model][m]["mean"])
+        assert per[model]["ma"] == {}  # missing stays missing
+    names, a, b = paired_scores(per["l1_vgg"]["psnr_y"], per["bicubic"]["psnr_y"])
+    assert len(names) == n and all(y > x for x, y in zip(a, b))
+
+
+def test_table_has_paper_layout_and_paired_differences(eval_run):
+    table = (eval_run["out"] / "table.md").read_text()
+    header = next(line for line in table.splitlines() if line.startswith("| Model |"))
+    assert [c.strip() for c in header.strip("|").split("|")] == ["Model", "PSNR", "SSIM", "LPIPS*", "DMOS*", "PI*", "PieAPP*"]
+    for model in ("bicubic", *MODELS):
+        assert f"| {model}" in table
+    assert "l1_vgg_pieapp − l1_vgg" in table
+    diffs = json.loads((eval_run["out"] / "paired_differences.json").read_text())
+    per = load_per_image(eval_run["out"])
+    _, a, b = paired_scores(per["l1_vgg"]["psnr_y"], per["l1_vgg_pieapp"]["psnr_y"])
+    assert diffs["psnr_y"]["mean_diff"] == pytest.approx(float(np.mean(np.subtract(b, a))))
+    assert "PIL" in table and "BRISQUE" in table
+
+
+def test_grids(eval_run):
+    grids = sorted((eval_run["out"] / "grids").glob("*.png"))
+    assert len(grids) == eval_run["params"].data.grid_faces
+    hr = eval_run["params"].data.hr_size
+    with Image.open(grids[0]) as im:
+        w, h = im.size
+    assert w >= 5 * hr and h > hr  # LR | bicubic | l1_vgg | l1_vgg_pieapp | HR, plus labels
+
+
+def test_manifest_records_inputs_params_and_weights(eval_run):
+    m = json.loads((eval_run["out"] / "manifest.json").read_text())
+    assert m["format"] == "facesr.eval/1"
+    assert m["inputs"]["prepared_manifest_sha256"]
+    assert len(m["inputs"]["test_images"]) == eval_run["result"]["bicubic"]["psnr_y"]["n"]
+    for v in MODELS:
+        assert len(m["inputs"]["models"][v]["sha256"]) == 64
+    assert m["params_hash"] == eval_run["params"].hash()
+    assert m["metrics"]["niqe"]["provenance"]["sha256"]
+    assert m["metrics"]["lpips"]["weights"] == "untrained"
+
+
+def test_paired_bootstrap():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=50)
+    shifted = paired_bootstrap(a, a + 1.0, n=200, seed=1)
+    assert shifted["mean_diff"] == pytest.approx(1.0)
+    assert shifted["ci95"] == pytest.approx([1.0, 1.0]) and shifted["significant"]
+    noise = paired_bootstrap(a, a + rng.normal(scale=0.1, size=50), n=500, seed=1)
+    assert noise["ci95"][0] < noise["mean_diff"] < noise["ci95"][1]
+    assert noise["ci95"][1] - noise["ci95"][0] < 0.1  # ~ 4 * 0.1 / sqrt(50)
+    b = a + 0.5
+    b[3] = np.nan
+    r = paired_bootstrap(a, b, n=100, seed=0)
+    assert r["n"] == 49
+    assert paired_bootstrap(a, b, n=100, seed=0) == r  # deterministic for a seed
+    with pytest.raises(ValueError):
+        paired_bootstrap([1, 2], [1, 2, 3])
+
+
+def test_bad_inputs_are_user_errors_and_keep_earlier_output(eval_run, tmp_path: Path):
+    params = eval_run["params"]
+    out = tmp_path / "out"
+    shutil.copytree(eval_run["out"], out)
+    before = (out / "metrics.json").read_bytes()
+    with pytest.raises(InputError, match="not a folder"):
+        evaluate(params, tmp_path / "nope", {}, out)
+    with pytest.raises(UserError, match="reserved"):
+        evaluate(params, eval_run["data"], {"bicubic": eval_run["models"]["l1_vgg"]}, out)
+    with pytest.raises(InputError, match="not found"):
+        evaluate(params, eval_run["data"], {"x": tmp_path / "missing"}, out)
+    bad = params.model_copy(deep=True)
+    bad.evaluate.metrics = ["psnr_y", "fid"]
+    with pytest.raises(UserError, match="fid"):
+        evaluate(bad, eval_run["data"], {}, out)
+    assert (out / "metrics.json").read_bytes() == before
+
+
+def test_cli_prints_table_and_grids(eval_run, tmp_path: Path, capsys, params_file: Path):
+    out = tmp_path / "cli-out"
+    rc = main(["--params", str(params_file), "--profile", "ci", "--set", "evaluate.metrics=[psnr_y,ssim_y]",
+               "evaluate", "--data", str(eval_run["data"]), "--model", f"l1_vgg={eval_run['models']['l1_vgg']}",
+               "--out", str(out)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "| Model | PSNR | SSIM |" in captured.out
+    assert str(out / "grids") in captured.out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {"bicubic", "l1_vgg"} and set(metrics["bicubic"]) == {"psnr_y", "ssim_y"}
+    rc = main(["--params", str(params_file), "--profile", "ci", "evaluate", "--data", str(tmp_path / "nothing"),
+               "--out", str(tmp_path / "o2")])
+    assert rc == 2
+    assert "not a folder" in capsys.readouterr().err
