@@ -45,6 +45,14 @@ def test_vgg_keys_match_basicsr():
         assert name in keys
     assert "conv0_1.bias" not in keys  # BasicSR: bias=False after the first conv
     assert VGGStyleDiscriminator(num_feat=64).linear1.in_features == 64 * 8 * 4 * 4
+    # VGGStyleDiscriminator(3, 64, 128): summed by hand from BasicSR's layer list (convs, BNs, 8192*100+100, 101)
+    assert sum(p.numel() for p in VGGStyleDiscriminator(num_feat=64).parameters()) == 14_499_401
+    # 256 px: BasicSR adds the conv5_*/bn5_* pair and keeps a 4x4 last map
+    d256 = VGGStyleDiscriminator(num_feat=8, input_size=256)
+    keys256 = set(d256.state_dict())
+    assert {"conv5_0.weight", "bn5_0.weight", "conv5_1.weight", "bn5_1.weight"} <= keys256
+    assert "conv6_0.weight" not in keys256 and d256.linear1.in_features == 8 * 8 * 4 * 4
+    assert d256(torch.rand(2, 3, 256, 256)).shape == (2, 1)
 
 
 def test_skip_connections_reach_the_head():

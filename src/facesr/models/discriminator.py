@@ -2,9 +2,9 @@
 shape ``[N, 1]`` (the relativistic-average loss in ``facesr.losses.adversarial`` works on any shape, maps included).
 
 * ``vgg`` -- ESRGAN's baseline, BasicSR's ``VGGStyleDiscriminator`` (same module names, so BasicSR ``net_d``
-  checkpoints for 128 px load): ten convs (3x3 stride 1 / 4x4 stride 2 pairs), batch-norm, LeakyReLU 0.2, five
-  halvings (128 -> 4), then Linear(8*nf*4*4, 100) -> LeakyReLU -> Linear(100, 1). Other sizes divisible by 32 work
-  (the first linear layer grows with the final map).
+  checkpoints for 128 and 256 px load): ten convs (3x3 stride 1 / 4x4 stride 2 pairs), batch-norm, LeakyReLU 0.2,
+  five halvings (128 -> 4; 256 adds BasicSR's conv5_* pair), then Linear(8*nf*4*4, 100) -> LeakyReLU ->
+  Linear(100, 1). Other sizes divisible by 32 work (the first linear layer grows with the last map).
 * ``skip_relu`` -- the paper's discriminator: the same VGG-style encoder with ReLU activations, plus skip connections
   that carry features from *every* scale to the classifier: each stage's feature map is global-average- and
   max-pooled, and these vectors are concatenated with the flattened last map before the MLP head (ReLU). This is the
@@ -53,7 +53,18 @@ class VGGStyleDiscriminator(nn.Module):
         self.bn4_0 = nn.BatchNorm2d(nf * 8, affine=True)
         self.conv4_1 = nn.Conv2d(nf * 8, nf * 8, 4, 2, 1, bias=False)
         self.bn4_1 = nn.BatchNorm2d(nf * 8, affine=True)
+        # BasicSR adds conv5_* / bn5_* for 256 px so the last map is 4x4; we continue the same way for larger powers
+        # of two (conv6_* ...). Other sizes keep the 128 layout with a larger last map.
         final = input_size // 32
+        self.extra_stages = 0
+        while final > 4 and final % 2 == 0:
+            i = 5 + self.extra_stages
+            setattr(self, f"conv{i}_0", nn.Conv2d(nf * 8, nf * 8, 3, 1, 1, bias=False))
+            setattr(self, f"bn{i}_0", nn.BatchNorm2d(nf * 8, affine=True))
+            setattr(self, f"conv{i}_1", nn.Conv2d(nf * 8, nf * 8, 4, 2, 1, bias=False))
+            setattr(self, f"bn{i}_1", nn.BatchNorm2d(nf * 8, affine=True))
+            self.extra_stages += 1
+            final //= 2
         self.linear1 = nn.Linear(nf * 8 * final * final, 100)
         self.linear2 = nn.Linear(100, 1)
         self.lrelu = nn.LeakyReLU(negative_slope=0.2, inplace=True)
@@ -71,6 +82,9 @@ class VGGStyleDiscriminator(nn.Module):
         feat = act(self.bn3_1(self.conv3_1(feat)))
         feat = act(self.bn4_0(self.conv4_0(feat)))
         feat = act(self.bn4_1(self.conv4_1(feat)))
+        for i in range(5, 5 + self.extra_stages):
+            feat = act(getattr(self, f"bn{i}_0")(getattr(self, f"conv{i}_0")(feat)))
+            feat = act(getattr(self, f"bn{i}_1")(getattr(self, f"conv{i}_1")(feat)))
         feat = feat.flatten(1)
         feat = act(self.linear1(feat))
         return self.linear2(feat)
