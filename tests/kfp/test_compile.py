@@ -54,7 +54,8 @@ def test_training_task_has_gpu_pool_selector_toleration_and_checkpoint_pvc(compi
     _, platform = compiled
     raw = yaml.safe_load(PARAMS.read_text())["pipeline"]
     execs = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert set(execs) == {"exec-train"}, "only training goes to the GPU pool"
+    assert {k for k, v in execs.items() if "tolerations" in v or "nodeSelector" in v} == {"exec-train"}, \
+        "only training goes to the GPU pool"
     k8s = execs["exec-train"]
     assert k8s["nodeSelector"]["labels"] == raw["gpu"]["node_selector"] == {"facesr.io/pool": "gpu"}
     assert k8s["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Equal", "value": "present",
@@ -137,3 +138,13 @@ def test_compile_cli_writes_yaml_and_rejects_bad_suffix(tmp_path, capsys):
     assert spec["root"]["inputDefinitions"]["parameters"]["profile"]["defaultValue"] == "ci"
     assert main(["--params", str(PARAMS), "pipeline", "compile", "--out", str(tmp_path / "p.json")]) == 2
     assert "--out" in capsys.readouterr().err
+
+
+def test_ingest_reads_the_optional_data_s3_secret_and_cluster_mlflow_is_the_default(compiled):
+    spec, platform = compiled
+    raw = yaml.safe_load(PARAMS.read_text())["pipeline"]
+    (sec,) = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-ingest"]["secretAsEnv"]
+    assert sec["secretName"] == "facesr-data-s3" and sec["optional"] is True
+    assert {k["envVar"] for k in sec["keyToEnv"]} >= {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    default = spec["root"]["inputDefinitions"]["parameters"]["mlflow_uri"]["defaultValue"]
+    assert default == raw["mlflow_uri"] and default.startswith("http://mlflow.")

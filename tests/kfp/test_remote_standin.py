@@ -79,7 +79,7 @@ def test_submit_sends_inline_spec_arguments_and_bearer_token_to_standin(standin,
 
 def test_schedule_sends_cron_and_spec_to_standin(standin, capsys):
     rc = main(["--params", str(PARAMS), "pipeline", "schedule", "--host", standin.url, "--cron", "0 30 2 * * 1",
-               "--image-params"])
+               "--image-params", "--service-account", "facesr-pipeline-runner"])
     out = capsys.readouterr().out
     assert rc == 0, out
     rr = standin.find("POST", "/apis/v2beta1/recurringruns")
@@ -91,6 +91,8 @@ def test_schedule_sends_cron_and_spec_to_standin(standin, capsys):
     _check_gpu_spec(_spec_of(body), _platform_of(body))
     p = body["runtime_config"]["parameters"]
     assert p["params_text"] == ""  # --image-params: the params.yaml baked into the image
+    assert "mlflow_uri" not in p  # not given: the pipeline's default, params pipeline.mlflow_uri
+    assert body["service_account"] == "facesr-pipeline-runner"
     assert p["profile"] == "demo"  # params.yaml's active profile
     # no data_version: every scheduled run must re-ingest, so caching is off for the recurring run
     tasks = _spec_of(body)["root"]["dag"]["tasks"]

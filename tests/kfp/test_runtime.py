@@ -44,6 +44,25 @@ def test_run_cli_passes_params_text_profile_sets_and_mlflow_uri(fake_cli, tmp_pa
     assert (tmp_path / "raw" / "manifest.json").is_file()
 
 
+def test_run_cli_drops_an_empty_s3_endpoint(fake_cli, tmp_path, monkeypatch):
+    import os
+
+    seen = {}
+    real_popen = runtime.subprocess.Popen
+
+    def spy(cmd, **kw):
+        seen.update(kw["env"])
+        return real_popen(cmd, **kw)
+
+    monkeypatch.setattr(runtime.subprocess, "Popen", spy)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "")
+    runtime.run_cli(["promote"])
+    assert "AWS_ENDPOINT_URL" not in seen and seen["PATH"] == os.environ["PATH"]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://minio:9000")
+    runtime.run_cli(["promote"])
+    assert seen["AWS_ENDPOINT_URL"] == "http://minio:9000"
+
+
 def test_run_cli_failure_raises_with_status_and_output(fake_cli, tmp_path):
     with pytest.raises(runtime.StepFailed) as ei:
         runtime.run_cli(["bogus"])

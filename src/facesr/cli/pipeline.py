@@ -20,8 +20,8 @@ def _run_options(f):
                                                         "of the ingest cache key, so a new label re-ingests"),
         click.option("--variant", "variants", multiple=True, help="train only these variants (repeatable; default: "
                                                                    "l1_vgg and l1_vgg_pieapp)"),
-        click.option("--mlflow-uri", default="", help="MLflow tracking URI for register/promote (default: the "
-                                                      "task's MLFLOW_TRACKING_URI, else params registry.tracking_uri)"),
+        click.option("--mlflow-uri", default=None, help="MLflow tracking URI for register/promote (default: on a "
+                     "cluster params pipeline.mlflow_uri; locally $MLFLOW_TRACKING_URI, else registry.tracking_uri)"),
         click.option("--model-name", default=None, help="registered model name (default: params registry.model_name)"),
     ]
     for opt in reversed(options):
@@ -41,6 +41,8 @@ def _remote_options(f):
         click.option("--upload", "do_upload", is_flag=True,
                      help="upload the pipeline as a new version of the pipeline named params pipeline.name and "
                           "run that version (default: the spec travels inline with the run)"),
+        click.option("--service-account", default=None,
+                     help="Kubernetes service account of the run's pods (infra: facesr-pipeline-runner)"),
         click.option("--send-params/--image-params", default=True, show_default=True,
                      help="send this params file with the run, or use the params.yaml baked into the image"),
     ]
@@ -95,7 +97,7 @@ def run_cmd(app: AppContext, local_: bool, pipeline_root: Path, source, data_ver
     params = app.params
     res = run_local(params, pipeline_root=pipeline_root, params_text=params_text_of(app.params_path),
                     overrides=list(app.overrides), source=source, data_version=data_version, variants=list(variants),
-                    mlflow_uri=mlflow_uri, model_name=model_name)
+                    mlflow_uri=mlflow_uri or "", model_name=model_name)
     echo_kv("local pipeline run finished", {
         "pipeline root": res.pipeline_root,
         "evaluation": res.evaluation,
@@ -109,14 +111,15 @@ def run_cmd(app: AppContext, local_: bool, pipeline_root: Path, source, data_ver
 @click.option("--run-name", default=None, help="run name (default: '<pipeline> <UTC time>')")
 @_run_options
 @pass_app
-def submit_cmd(app: AppContext, host, namespace, experiment, package, do_upload, send_params, run_name, source,
+def submit_cmd(app: AppContext, host, namespace, experiment, package, do_upload, service_account, send_params,
+               run_name, source,
                data_version, variants, mlflow_uri, model_name) -> None:
     """Start one run of the pipeline on a KFP server."""
     from facesr.kfp.remote import submit
 
     args = _arguments(app, send_params, source, data_version, variants, mlflow_uri, model_name)
     res = submit(app.params, host, args, package=package, experiment=experiment, run_name=run_name,
-                 namespace=namespace, do_upload=do_upload)
+                 namespace=namespace, do_upload=do_upload, service_account=service_account)
     echo_kv("submitted", {"run id": res.id, "experiment id": res.experiment_id or "-",
                           "pipeline version": res.version_id or "(inline spec)", "url": res.url})
 
@@ -128,7 +131,8 @@ def submit_cmd(app: AppContext, host, namespace, experiment, package, do_upload,
 @click.option("--max-concurrency", type=click.IntRange(1, 10), default=1, show_default=True)
 @_run_options
 @pass_app
-def schedule_cmd(app: AppContext, host, namespace, experiment, package, do_upload, send_params, cron, job_name,
+def schedule_cmd(app: AppContext, host, namespace, experiment, package, do_upload, service_account, send_params,
+                 cron, job_name,
                  max_concurrency, source, data_version, variants, mlflow_uri, model_name) -> None:
     """Create a recurring run (scheduled retraining) on a KFP server."""
     from facesr.kfp.remote import schedule
@@ -136,7 +140,8 @@ def schedule_cmd(app: AppContext, host, namespace, experiment, package, do_uploa
     params = app.params
     args = _arguments(app, send_params, source, data_version, variants, mlflow_uri, model_name)
     res = schedule(params, host, cron or params.pipeline.cron, args, package=package, experiment=experiment,
-                   job_name=job_name, namespace=namespace, do_upload=do_upload, max_concurrency=max_concurrency)
+                   job_name=job_name, namespace=namespace, do_upload=do_upload, max_concurrency=max_concurrency,
+                   service_account=service_account)
     echo_kv("scheduled", {"recurring run id": res.id, "cron": cron or params.pipeline.cron,
                           "experiment id": res.experiment_id or "-",
                           "pipeline version": res.version_id or "(inline spec)", "url": res.url})

@@ -29,6 +29,9 @@ CPU_TASK = {"cpu": "2", "memory": "8G"}
 RETRY_BACKOFF = "120s"
 
 TRAIN_TASK_NAME = "train"
+#: Secret (KFP run namespace) with the S3 keys ingest needs for s3:// sources (infra/k8s/secrets.example)
+DATA_S3_SECRET = "facesr-data-s3"
+DATA_S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")
 
 
 class PipelineOutputs(NamedTuple):
@@ -75,7 +78,7 @@ def build_pipeline(params: Params) -> Callable[..., Any]:
         data_version: str = "",
         profile: str = params.profile,
         variants: List[str] = default_variants,  # noqa: B006 - a KFP default, never mutated
-        mlflow_uri: str = "",
+        mlflow_uri: str = params.pipeline.mlflow_uri,
         model_name: str = params.registry.model_name,
         overrides: List[str] = [],  # noqa: B006
         params_text: str = "",
@@ -86,6 +89,9 @@ def build_pipeline(params: Params) -> Callable[..., Any]:
         ingest = ops["ingest"](source=source, data_version=data_version, **common)
         ingest.set_display_name("ingest").set_caching_options(True)
         _cpu_task(ingest)
+        # S3 keys for s3:// sources; optional, so sample/dir/kaggle sources run without the Secret
+        k8s.use_secret_as_env(ingest, secret_name=DATA_S3_SECRET, secret_key_to_env={k: k for k in DATA_S3_KEYS},
+                              optional=True)
 
         prepare = ops["prepare"](raw=ingest.outputs["raw"], **common)
         prepare.set_display_name("prepare").set_caching_options(True)
@@ -154,7 +160,7 @@ def pipeline_arguments(
     source: str | None = None,
     data_version: str = "",
     variants: list[str] | tuple[str, ...] | None = None,
-    mlflow_uri: str = "",
+    mlflow_uri: str | None = None,
     model_name: str | None = None,
     checkpoint_root: str | None = None,
 ) -> dict[str, Any]:
@@ -174,9 +180,10 @@ def pipeline_arguments(
         "profile": params.profile,
         "overrides": [o for o in overrides if not o.replace(" ", "").startswith("profile=")],
         "params_text": params_text,
-        "mlflow_uri": mlflow_uri,
         "model_name": model_name or params.registry.model_name,
     }
+    if mlflow_uri is not None:  # None: the pipeline's default (params pipeline.mlflow_uri)
+        args["mlflow_uri"] = mlflow_uri
     if variants:
         args["variants"] = list(dict.fromkeys(variants))
     if checkpoint_root is not None:

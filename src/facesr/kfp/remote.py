@@ -171,6 +171,7 @@ def submit(
     run_name: str | None = None,
     namespace: str | None = None,
     do_upload: bool = False,
+    service_account: str | None = None,
 ) -> Submitted:
     """Create one run of the pipeline (the spec inline, or an uploaded pipeline version with ``do_upload``)."""
     host = validate_host(host)
@@ -184,12 +185,14 @@ def submit(
                 exp = client.create_experiment(experiment, namespace=namespace)
             with _calling(host, "create run"):
                 run = client.run_pipeline(experiment_id=exp.experiment_id, job_name=run_name, params=dict(arguments),
-                                          pipeline_id=pipeline_id, version_id=version_id)
+                                          pipeline_id=pipeline_id, version_id=version_id,
+                                          service_account=service_account)
             return Submitted("run", run.run_id, exp.experiment_id, pipeline_id, version_id,
                              f"{host}/#/runs/details/{run.run_id}")
         with _calling(host, "create run"):
             res = client.create_run_from_pipeline_package(str(pkg), arguments=dict(arguments), run_name=run_name,
-                                                          experiment_name=experiment, namespace=namespace)
+                                                          experiment_name=experiment, namespace=namespace,
+                                                          service_account=service_account)
         exp_id = getattr(res.run_info, "experiment_id", "") or ""
         return Submitted("run", res.run_id, exp_id, url=f"{host}/#/runs/details/{res.run_id}")
 
@@ -206,6 +209,7 @@ def schedule(
     namespace: str | None = None,
     do_upload: bool = False,
     max_concurrency: int = 1,
+    service_account: str | None = None,
 ) -> Submitted:
     """Create a recurring run (``kfp.Client.create_recurring_run``) on the KFP cron schedule ``cron``.
 
@@ -238,6 +242,6 @@ def schedule(
             rr = client.create_recurring_run(
                 experiment_id=exp.experiment_id, job_name=job_name, cron_expression=cron, params=dict(arguments),
                 max_concurrency=max_concurrency, no_catchup=True, enabled=True, enable_caching=enable_caching,
-                **kwargs)
+                service_account=service_account, **kwargs)
     return Submitted("recurring run", rr.recurring_run_id, exp.experiment_id, pipeline_id, version_id,
                      f"{host}/#/recurringrun/details/{rr.recurring_run_id}")

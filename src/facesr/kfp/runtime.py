@@ -90,6 +90,10 @@ def run_cli(
     if mlflow_uri:
         child_env["MLFLOW_TRACKING_URI"] = mlflow_uri
     child_env.update(env or {})
+    # an empty AWS_ENDPOINT_URL (an optional key of the data Secret left blank) would make boto3 fail: drop it
+    for var in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        if not child_env.get(var, "x").strip():
+            child_env.pop(var)
     with tempfile.TemporaryDirectory(prefix="facesr-kfp-") as tmp:
         params_file = None
         if params_text:
