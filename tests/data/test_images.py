@@ -9,7 +9,7 @@ from PIL import Image
 from facesr.data.images import ImageRejected, load_rgb, read_header
 from facesr.errors import InputError
 
-from .imgs import exif_rotated_jpeg, png16, png_bomb_header, rand_rgb, save, truncated
+from .imgs import exif_rotated_jpeg, linear_rgb_icc, png16, png_bomb_header, rand_rgb, save, truncated
 
 BIG = 10**8
 
@@ -120,3 +120,21 @@ def test_read_header(tmp_path):
     (tmp_path / "x.jpg").write_text("nope")
     assert read_header(tmp_path / "x.jpg") == (None, None, None)
     assert read_header(png_bomb_header(tmp_path / "b.png", 30000, 30000)) == (30000, 30000, "RGB")
+
+
+def test_icc_profile_converted_to_srgb(tmp_path):
+    from PIL import ImageCms
+
+    a = np.full((16, 16, 3), 128, np.uint8)
+    a[:8] = (200, 30, 30)
+    # linear-light profile: grey 128 (0.502 linear) is 188 in sRGB
+    Image.fromarray(a).save(tmp_path / "lin.png", icc_profile=linear_rgb_icc())
+    out = np.asarray(load_rgb(tmp_path / "lin.png", BIG)).astype(int)
+    assert np.abs(out[12, 0] - 188).max() <= 2
+    assert out[0, 0, 0] > 200 and out[0, 0, 1] > 30  # colours converted too, not just grey
+    # an sRGB profile changes nothing; a broken profile is ignored (the image is kept)
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.fromarray(a).save(tmp_path / "s.png", icc_profile=srgb)
+    assert np.array_equal(np.asarray(load_rgb(tmp_path / "s.png", BIG)), a)
+    Image.fromarray(a).save(tmp_path / "b.png", icc_profile=b"not a profile" * 8)
+    assert np.array_equal(np.asarray(load_rgb(tmp_path / "b.png", BIG)), a)

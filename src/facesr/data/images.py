@@ -3,11 +3,13 @@
 ``load_rgb`` decodes the whole file (so truncation is found here, not during training), applies the EXIF orientation
 and converts every mode Pillow knows (1, L, LA, P, PA, RGBA, CMYK, YCbCr, LAB, HSV, I, I;16*, F) to 8-bit RGB.
 Transparent images are composited onto white. 16-bit images are scaled to 8 bits (value / 257, rounded), not clipped.
+Images with an embedded non-sRGB ICC profile are converted to sRGB (LittleCMS, perceptual intent).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import warnings
 from collections.abc import Iterator
@@ -93,6 +95,38 @@ def to_rgb8(im: Image.Image) -> Image.Image:
     return im.convert("RGB")  # 1, L, CMYK, YCbCr, LAB, HSV
 
 
+_SRGB = None
+
+
+def to_srgb(im: Image.Image) -> Image.Image | None:
+    """Convert an image with an embedded non-sRGB ICC profile (Adobe RGB, Display P3, a CMYK press profile...) to sRGB
+    with LittleCMS; None when there is no profile, it is already sRGB, or the profile cannot be used (then the plain
+    mode conversion of ``to_rgb8`` applies)."""
+    global _SRGB
+    icc = im.info.get("icc_profile")
+    if not icc or im.mode not in ("RGB", "RGBA", "CMYK", "L", "LA"):
+        return None
+    try:
+        from PIL import ImageCms
+
+        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if ImageCms.getProfileDescription(src).strip().lower().startswith("srgb"):
+            return None
+        if _SRGB is None:
+            _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+        base = im
+        if im.mode in ("RGBA", "LA"):  # keep the plain alpha handling: composite first, then convert colours
+            base = to_rgb8(im)
+            base.info["icc_profile"] = icc
+            if im.mode == "LA":
+                return None
+        out = ImageCms.profileToProfile(base, src, _SRGB, outputMode="RGB",
+                                        renderingIntent=ImageCms.Intent.PERCEPTUAL)
+        return out if out is not None and out.mode == "RGB" else None
+    except Exception:  # noqa: BLE001 - a broken or unsupported profile is not a reason to lose the image
+        return None
+
+
 def load_rgb(path: str | os.PathLike[str], max_pixels: int) -> Image.Image:
     """Decode ``path`` fully into an 8-bit RGB image with the EXIF orientation applied.
 
@@ -129,7 +163,7 @@ def load_rgb(path: str | os.PathLike[str], max_pixels: int) -> Image.Image:
                 im = ImageOps.exif_transpose(im)
             except Exception:  # noqa: BLE001 - a broken EXIF block is not a reason to lose the image
                 pass
-            out = to_rgb8(im)
+            out = to_srgb(im) or to_rgb8(im)
             if out is im:
                 out = im.copy()
             return out
