@@ -120,3 +120,17 @@ def test_worker_processes_give_the_same_batches(prepared_ci, ci_params):
     a = [b["hr"] for b in make_train_loader(ci_params, prepared_ci, epoch=3)]
     b = [b["hr"] for b in make_train_loader(p2, prepared_ci, epoch=3)]
     assert len(a) == len(b) > 0 and all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_broken_or_missing_shard_is_an_input_error(prepared_ci, tmp_path):
+    import shutil
+
+    copy = tmp_path / "prep"
+    shutil.copytree(prepared_ci, copy)
+    shard = sorted((copy / "train").iterdir())[0]
+    shard.write_bytes(b"\x00" * 16)
+    with pytest.raises(InputError, match="unreadable training shard"):
+        TrainPatches(copy, 128, 4)
+    shard.unlink()
+    with pytest.raises(InputError, match="missing"):
+        TrainPatches(copy, 128, 4)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from safetensors import safe_open
 from safetensors.numpy import load_file
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
@@ -48,6 +49,25 @@ def load_train_images(prepared_dir: Path) -> list[tuple[str, np.ndarray]]:
     return sorted(out.items())
 
 
+def train_index(prepared_dir: Path) -> list[tuple[str, str, list[int]]]:
+    """(name, shard path, shape) of every training image, sorted by name, read from the shard headers only."""
+    prepared_dir = Path(prepared_dir)
+    m = _manifest(prepared_dir)
+    out = []
+    for rel in m.get("shards", []):
+        p = prepared_dir / rel
+        if not p.is_file():
+            raise InputError(f"{p}: training shard listed in the manifest is missing")
+        try:
+            with safe_open(str(p), framework="numpy") as f:
+                out += [(k, str(p), list(f.get_slice(k).get_shape())) for k in f.keys()]
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+            raise InputError(f"{p}: unreadable training shard ({exc})") from None
+    return sorted(out)
+
+
 class TrainPatches(Dataset):
     """Random (LR, HR) training patches: items {"lr": uint8 [3, h, w], "hr": uint8 [3, H, W]}."""
 
@@ -59,27 +79,35 @@ class TrainPatches(Dataset):
         self.hr_size, self.scale = int(hr_size), int(scale)
         self.hflip, self.rot90, self.seed = float(hflip), float(rot90), int(seed)
         self.epoch = 0
-        items = load_train_images(self.prepared_dir)
-        if not items:
+        index = train_index(self.prepared_dir)
+        if not index:
             raise InputError(f"{self.prepared_dir}: the training split is empty")
-        small = [n for n, a in items if min(a.shape[:2]) < self.hr_size]
+        small = [n for n, _, shape in index if min(shape[:2]) < self.hr_size]
         if small:
             raise InputError(f"{self.prepared_dir}: {len(small)} training image(s) are smaller than hr_size="
                              f"{self.hr_size} (e.g. {small[0]}); prepare again with the same data.hr_size")
-        self.names = [n for n, _ in items]
-        self.images = [a for _, a in items]
+        # images are read from the (memory-mapped) shards per item: memory stays small with any dataset size and
+        # any number of DataLoader workers or DDP processes
+        self.names = [n for n, _, _ in index]
+        self._shards = [s for _, s, _ in index]
+        self.shapes = [tuple(shape) for _, _, shape in index]
+
+    def image(self, index: int) -> np.ndarray:
+        """The stored training image ``index`` (uint8 HWC)."""
+        with safe_open(self._shards[index], framework="numpy") as f:
+            return f.get_tensor(self.names[index])
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.names)
 
     def patch(self, index: int, epoch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(lr, hr) as uint8 HWC arrays for item ``index`` of ``epoch`` (default: the current epoch)."""
         e = self.epoch if epoch is None else int(epoch)
         rng = np.random.default_rng([self.seed, e, int(index)])
-        img = self.images[index]
+        img = self.image(index)
         h, w = img.shape[:2]
         s = self.hr_size
         y = int(rng.integers(0, h - s + 1))
