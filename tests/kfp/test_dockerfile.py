@@ -91,6 +91,8 @@ def test_runs_as_non_root(instrs):
     last_user = max(i for i, (k, _) in enumerate(instrs) if k == "USER")
     assert not [a for k, a in instrs[last_user:] if k == "RUN"]
     assert re.search(r"useradd .*--uid " + re.escape(final), " ".join(_args(instrs, "RUN")))
+    # KFP's local artifact roots are writable by that user
+    assert re.search(r"chown 1000:1000 /gcs /minio /s3 /oci", " ".join(_args(instrs, "RUN")))
 
 
 def test_params_and_optional_weights_are_baked_in(instrs):

@@ -99,7 +99,9 @@ def test_local_run_ci_profile_real_steps_evaluates_and_registers(tmp_path):
     db = tmp_path / "mlflow.db"
     env = _env(tmp_path, MLFLOW_TRACKING_URI=f"sqlite:///{db}")
     root = tmp_path / "root"
-    r = subprocess.run(FACESR + ["--params", str(PARAMS), "--profile", "ci", "pipeline", "run", "--local",
+    # the ci profile; only the metrics the promotion policy reads (primary lpips, guards psnr_y/ssim_y), for time
+    r = subprocess.run(FACESR + ["--params", str(PARAMS), "--profile", "ci",
+                                 "--set", "evaluate.metrics=[psnr_y,ssim_y,lpips]", "pipeline", "run", "--local",
                                  "--pipeline-root", str(root)],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
