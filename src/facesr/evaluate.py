@@ -325,11 +325,11 @@ def _cell(entry: dict[str, Any], metric: str) -> str:
 
 
 def render_table(metrics: dict[str, Any], diffs: dict[str, Any], status: dict[str, dict[str, Any]],
-                 model_meta: dict[str, dict[str, Any]], n_images: int, n_boot: int) -> str:
+                 model_meta: dict[str, dict[str, Any]], n_images: int, n_boot: int, hr_desc: str) -> str:
     cols = [(m, t) for m, t in TABLE_COLUMNS if m in status]
     extra = [(m, t) for m, t in EXTRA_COLUMNS if m in status]
     lines = ["# Evaluation (the paper's Table 1 layout)", "",
-             f"Mean over {n_images} fixed test images (HR {metrics_hr_desc(model_meta)}), with the 95% bootstrap interval "
+             f"Mean over {n_images} fixed test images (HR {hr_desc}), with the 95% bootstrap interval "
              f"of the mean ({n_boot} resamples). * = lower is better. PSNR/SSIM on the Y channel (ITU-R BT.601), "
              "border crop = scale.", ""]
 
@@ -371,10 +371,6 @@ def render_table(metrics: dict[str, Any], diffs: dict[str, Any], status: dict[st
     if any(mm.get("untrained_weights") for mm in model_meta.values()):
         lines.append("- † model trained with untrained (random) loss networks (VGG19/PieAPP): a pipeline check, not a result.")
     return "\n".join(lines) + "\n"
-
-
-def metrics_hr_desc(model_meta: dict[str, dict[str, Any]]) -> str:
-    return model_meta.get("_hr", {}).get("desc", "crops")
 
 
 def _label_font() -> ImageFont.ImageFont:
@@ -492,8 +488,7 @@ def evaluate(params: Params, data: Path, models: dict[str, Path], out: Path) -> 
                 diffs[m] = paired_bootstrap(per_image[VARIANT_A][m], per_image[VARIANT_B][m], n_boot, seed)
 
     hr_h, hr_w = hrs[0].shape[:2]
-    model_meta_table = dict(model_meta, _hr={"desc": f"{hr_h}x{hr_w} crops"})
-    table = render_table(metrics, diffs, status, model_meta_table, len(names), n_boot)
+    table = render_table(metrics, diffs, status, model_meta, len(names), n_boot, f"{hr_h}x{hr_w} crops")
 
     with atomic_dir(out) as tmp:
         atomic_write_json(tmp / "metrics.json", metrics)

@@ -225,3 +225,20 @@ def test_cli_prints_table_and_grids(eval_run, tmp_path: Path, capsys, params_fil
                "--out", str(tmp_path / "o2")])
     assert rc == 2
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_load_per_image_refuses_other_files(tmp_path: Path):
+    with pytest.raises(InputError, match="not found"):
+        load_per_image(tmp_path)
+    (tmp_path / "per_image.csv").write_text("a,b,c\n1,2,3\n")
+    with pytest.raises(InputError, match="model,image"):
+        load_per_image(tmp_path)
+
+
+def test_cuda_without_a_gpu_is_a_user_error(eval_run, tmp_path: Path):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    params = eval_run["params"].model_copy(deep=True)
+    params.evaluate.device = "cuda"
+    with pytest.raises(UserError, match="evaluate.device"):
+        evaluate(params, eval_run["data"], {}, tmp_path / "out")
