@@ -103,6 +103,24 @@ def test_every_container_has_requests_and_limits(objects):
                         assert r in (res.get(kind) or {}), f"{overlay} {label} {c['name']}: no {kind}.{r}"
 
 
+def test_containers_fit_the_namespace_limit_range(objects):
+    """The LimitRange gives defaults to stray pods and caps every container; ours stay under its max."""
+    from .test_terraform import gib
+
+    def cpu(q):
+        return float(q[:-1]) / 1000 if str(q).endswith("m") else float(q)
+
+    for overlay in OVERLAYS:
+        lr = next(o for o in objects[overlay] if o["kind"] == "LimitRange" and o["metadata"]["namespace"] == "facesr")
+        lim = next(x for x in lr["spec"]["limits"] if x["type"] == "Container")
+        assert lim["default"] and lim["defaultRequest"]
+        for label, spec, _ in pod_specs(objects[overlay]):
+            for _, c in containers(spec):
+                limits = c["resources"]["limits"]
+                assert cpu(limits["cpu"]) <= cpu(lim["max"]["cpu"]), f"{overlay} {label} {c['name']}"
+                assert gib(limits["memory"]) <= gib(lim["max"]["memory"]), f"{overlay} {label} {c['name']}"
+
+
 def test_long_running_containers_have_probes(objects):
     for overlay in OVERLAYS:
         for label, spec, _ in pod_specs(objects[overlay]):
