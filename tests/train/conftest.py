@@ -24,7 +24,8 @@ def params_ci(params_file):
     """ci-profile params with deterministic kernels; keyword overrides are dotted keys with '__' for '.'."""
 
     def make(**sets: object):
-        base: dict[str, object] = {"train.deterministic": True, "data.num_workers": 0}
+        # 64 px crops (not 128): the loss networks cost 4x less, and PieAPP still sees one whole 64 px patch
+        base: dict[str, object] = {"train.deterministic": True, "data.num_workers": 0, "data.hr_size": 64}
         base.update({k.replace("__", "."): v for k, v in sets.items()})
         over = [f"{k}={json.dumps(v)}" for k, v in base.items()]
         return load_params(params_file, profile="ci", overrides=over)

@@ -80,15 +80,15 @@ def test_same_seed_same_weights_other_seed_differs(params_ci, prepared, tmp_path
     assert not _same_state(_weights(tmp_path / "a"), _weights(tmp_path / "c"))
 
 
-@pytest.mark.parametrize("stop", [1, 3])  # inside pre-training; inside the GAN phase
-def test_resume_is_exact(params_ci, prepared, tmp_path, stop):
+@pytest.mark.parametrize(("stop", "variant"), [(1, "l1_vgg"), (3, "l1_vgg_pieapp")])  # in pre-training; in GAN phase
+def test_resume_is_exact(params_ci, prepared, tmp_path, stop, variant):
     # a milestone inside the run: the LR schedule must continue too
     p = params_ci(train__max_steps=4, train__lr_milestones=[2], train__checkpoint_every=100)
-    train_mod.train(p, prepared, "l1_vgg_pieapp", tmp_path / "full", False, progress=False)
-    part = train_mod.train(p, prepared, "l1_vgg_pieapp", tmp_path / "cut", False, progress=False, stop_at_step=stop)
+    train_mod.train(p, prepared, variant, tmp_path / "full", False, progress=False)
+    part = train_mod.train(p, prepared, variant, tmp_path / "cut", False, progress=False, stop_at_step=stop)
     assert not part["finished"] and _ckpt(tmp_path / "cut")["step"] == stop
     assert not (tmp_path / "cut" / "model").exists()
-    train_mod.train(p, prepared, "l1_vgg_pieapp", tmp_path / "cut", True, progress=False)
+    train_mod.train(p, prepared, variant, tmp_path / "cut", True, progress=False)
     full, cut = _ckpt(tmp_path / "full"), _ckpt(tmp_path / "cut")
     for key in ("generator", "discriminator"):
         assert _same_state(full[key], cut[key]), key
@@ -170,7 +170,7 @@ def test_cli_errors_exit_2(params_file, prepared, tmp_path, capsys):
 
 def test_cli_trains(params_file, prepared, tmp_path, capsys):
     out = tmp_path / "o"
-    args = ["--params", str(params_file), "--profile", "ci", "--set", "train.max_steps=1", "train", "--data",
+    args = ["--params", str(params_file), "--profile", "ci", "--set", "train.max_steps=1", "--set", "data.hr_size=64", "train", "--data",
             str(prepared), "--variant", "l1_vgg", "--out", str(out), "--no-progress"]
     assert cli_main(args) == 0
     assert (out / "model" / "generator.safetensors").is_file()
@@ -183,7 +183,7 @@ def test_ddp_two_gloo_processes(params_file, prepared, tmp_path):
     out = tmp_path / "ddp"
     fake_data = "1" if train_mod.make_dataset is _standins.fake_dataset else "0"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(Path(__file__).parent / "_ddp_runner.py"), str(params_file), str(prepared), str(out), fake_data]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
