@@ -72,16 +72,22 @@ def test_local_run_wires_every_task_with_standin_cli(tmp_path):
     assert f"evaluation          {ev}" in r.stdout
 
 
-def test_run_without_local_is_a_usage_error(tmp_path):
-    r = subprocess.run(FACESR + ["--params", str(PARAMS), "pipeline", "run"], cwd=tmp_path, env=_env(tmp_path),
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "--local" in r.stderr and "submit" in r.stderr
+def test_run_without_local_is_a_usage_error(capsys):
+    from facesr.cli.main import main
+
+    assert main(["--params", str(PARAMS), "pipeline", "run"]) == 2
+    err = capsys.readouterr().err
+    assert "--local" in err and "submit" in err
 
 
-def test_unknown_variant_is_a_usage_error(tmp_path):
-    r = subprocess.run(FACESR + ["--params", str(PARAMS), "pipeline", "run", "--local", "--variant", "l2"],
-                       cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "l2" in r.stderr and "l1_vgg_pieapp" in r.stderr
+def test_unknown_variant_is_a_usage_error(capsys, tmp_path):
+    from facesr.cli.main import main
+
+    rc = main(["--params", str(PARAMS), "pipeline", "run", "--local", "--pipeline-root", str(tmp_path / "r"),
+               "--variant", "l2"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "l2" in err and "l1_vgg_pieapp" in err
+    assert not (tmp_path / "r").exists(), "rejected before anything ran"
 
 
 def _verbs_missing() -> list[str]:

@@ -53,11 +53,11 @@ def run_local(
     from kfp import local
 
     root = Path(pipeline_root).resolve()
-    root.mkdir(parents=True, exist_ok=True)
     # the PVC is not mounted locally: checkpoint under the pipeline root (the local runner does not retry either)
     args = pipeline_arguments(params, overrides=overrides, params_text=params_text, source=source,
                               data_version=data_version, variants=variants, mlflow_uri=mlflow_uri,
                               model_name=model_name, checkpoint_root=str(root / "checkpoints"))
+    root.mkdir(parents=True, exist_ok=True)
     pipeline = build_pipeline(params)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     try:
