@@ -7,7 +7,6 @@ arguments, the cron expression, and the bearer token from the environment.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
