@@ -20,6 +20,7 @@ import csv
 import io
 import json
 import logging
+import math
 import os
 import subprocess
 import tempfile
@@ -405,6 +406,8 @@ def register(params: Any, eval_dir: Path, models: dict[str, Path], data: Path | 
     common = {TAG + "pipeline_run_id": prid, TAG + "git_commit": commit, TAG + "git_dirty": dirty,
               TAG + "data_hash": dhash, TAG + "data_hash_source": dsrc, TAG + "params_hash": params.hash(),
               TAG + "profile": params.profile, "mlflow.source.git.commit": commit}
+    if os.environ.get("FACESR_PIPELINE_NAME"):
+        common[TAG + "pipeline_name"] = os.environ["FACESR_PIPELINE_NAME"]
     flat = _str_params(params.flat())
     configure_tracking(params)
     name = params.registry.model_name
@@ -476,12 +479,13 @@ class Decision:
 
 
 def paired_bootstrap(diff: np.ndarray, n_boot: int, seed: int) -> tuple[float, float]:
-    """95% percentile interval of the mean of paired per-image differences."""
-    rng = np.random.default_rng(seed)
-    n = len(diff)
-    idx = rng.integers(0, n, size=(n_boot, n))
-    means = diff[idx].mean(axis=1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
+    """95% percentile interval of the mean of paired per-image differences (facesr.evaluate's bootstrap)."""
+    from facesr.evaluate import paired_bootstrap as eval_paired_bootstrap
+
+    res = eval_paired_bootstrap(np.zeros(len(diff)), np.asarray(diff, dtype=np.float64), n_boot, seed)
+    if not res.get("ci95"):
+        return float("nan"), float("nan")
+    lo, hi = res["ci95"]
     return float(lo), float(hi)
 
 
@@ -489,9 +493,12 @@ def _column(rows: list[dict[str, str]], metric: str, who: str) -> dict[str, floa
     out = {}
     for r in rows:
         v = r.get(metric)
-        if v in (None, "", "nan", "NaN"):
+        try:
+            f = float(v)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
             continue
-        out[r["image"]] = float(v)
+        if math.isfinite(f):
+            out[r["image"]] = f
     if not out:
         raise UserError(f"{who}: per-image values have no metric {metric!r} "
                         f"(columns: {', '.join(k for k in (rows[0] if rows else {}) if k not in ('model', 'image'))})")
@@ -563,7 +570,10 @@ def promotion_lock(client: Any, name: str, timeout: float = 120.0, poll: float =
                                            description="facesr promotion in progress (a lock; deleted when done)")
             break
         except MlflowException as exc:
-            if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+            code = getattr(exc, "error_code", "")
+            if code == "RESOURCE_DOES_NOT_EXIST":  # the holder released it while the store checked: try again
+                continue
+            if code != "RESOURCE_ALREADY_EXISTS":
                 raise
             with contextlib.suppress(MlflowException):
                 held = client.get_registered_model(lock_name)

@@ -50,17 +50,28 @@ def scores(lpips: float, n: int = 12, psnr: float = 25.0, ssim: float = 0.7, see
             "lpips": list(lpips + rng.normal(0, spread, n))}
 
 
+@pytest.fixture(scope="session")
+def template_db(tmp_path_factory):
+    """An initialised, empty MLflow SQLite store (creating the schema takes seconds; each test copies the file)."""
+    from mlflow import MlflowClient
+
+    d = tmp_path_factory.mktemp("template-db")
+    uri = f"sqlite:///{d}/mlflow.db"
+    MlflowClient(uri, uri).search_experiments()
+    return d / "mlflow.db"
+
+
 @pytest.fixture()
-def workspace(tmp_path, monkeypatch):
+def workspace(tmp_path, monkeypatch, template_db):
     """A clean cwd with the embedded default store (sqlite:///mlflow.db, ./mlruns) and two tiny trained variants."""
+    import shutil
+
+    shutil.copyfile(template_db, tmp_path / "mlflow.db")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     monkeypatch.setenv("FACESR_PIPELINE_RUN_ID", "run-test-1")
-    import mlflow
-
-    mlflow.set_tracking_uri(None) if hasattr(mlflow, "set_tracking_uri") else None
     a = make_model_dir(tmp_path / "models" / "l1_vgg", variant="l1_vgg", seed=1)
     b = make_model_dir(tmp_path / "models" / "l1_vgg_pieapp", variant="l1_vgg_pieapp", seed=2)
     data = tmp_path / "prepared"
