@@ -277,28 +277,37 @@ class Scorer:
                 st[m] = {"weights": obj.status, "reason": obj.weights.reason, "provenance": obj.weights.as_dict()}
         return st
 
-    def score(self, srs: list[np.ndarray], hrs: list[np.ndarray], full_srs: dict[str, np.ndarray],
-              names: list[str]) -> dict[str, list[float]]:
-        nan = [float("nan")] * len(srs)
-        res: dict[str, list[float]] = {}
-        fid = _fidelity(srs, hrs, self.scale) if {"psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb"} & set(self.wanted) else {}
-        for m in self.wanted:
-            if m in fid:
-                res[m] = fid[m]
-        if self.lpips is not None:
-            res["lpips"] = _batched(self.lpips, self.bs, srs, hrs)
+    def niqe_scores(self, full_srs: dict[str, np.ndarray], names: list[str]) -> list[float]:
+        """NIQE per test image from its full-size SR output (NaN where absent or too small)."""
+        assert self.niqe is not None
+        return [self.niqe(full_srs[n], border=self.scale) if n in full_srs else float("nan") for n in names]
+
+    def score_all(self, srs: dict[str, list[np.ndarray]], hrs: list[np.ndarray],
+                  niqe: dict[str, list[float]], names: list[str]) -> dict[str, dict[str, list[float]]]:
+        """Per-image scores ``{model: {metric: [score per image]}}`` (NaN = not computed)."""
+        wanted = set(self.wanted)
+        res: dict[str, dict[str, list[float]]] = {}
+        for model, out in srs.items():
+            t = time.time()
+            r: dict[str, list[float]] = {}
+            if {"psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb"} & wanted:
+                r.update({m: v for m, v in _fidelity(out, hrs, self.scale).items() if m in wanted})
+            if self.lpips is not None:
+                r["lpips"] = _batched(self.lpips, self.bs, out, hrs)
+            if self.dmos is not None:
+                r["dmos"] = _batched(self.dmos, self.bs, out)
+            if "niqe" in wanted:
+                r["niqe"] = niqe.get(model, [float("nan")] * len(names))
+            for m in ("ma", "pi"):  # Ma needs trained forests; PI = ((10 - Ma) + NIQE) / 2 needs Ma
+                if m in wanted:
+                    r[m] = [float("nan")] * len(names)
+            res[model] = r
+            log.info("evaluate: %s scored on %d images in %.1f s", model, len(names), time.time() - t)
         if self.pieapp is not None:
-            res["pieapp"] = _batched(self.pieapp, self.bs, srs, hrs)
-        if self.dmos is not None:
-            res["dmos"] = _batched(self.dmos, self.bs, srs)
-        if self.niqe is not None:
-            niqe = [self.niqe(full_srs[n], border=self.scale) if n in full_srs else float("nan") for n in names]
-            if "niqe" in self.wanted:
-                res["niqe"] = niqe
-        if "ma" in self.wanted:
-            res["ma"] = list(nan)
-        if "pi" in self.wanted:
-            res["pi"] = list(nan)  # ((10 - Ma) + NIQE) / 2 needs Ma
+            t = time.time()
+            for model, scores in self.pieapp.score_models(srs, hrs, self.bs).items():
+                res[model]["pieapp"] = scores
+            log.info("evaluate: PieAPP for %d models in %.1f s", len(srs), time.time() - t)
         return res
 
 
@@ -451,18 +460,24 @@ def evaluate(params: Params, data: Path, models: dict[str, Path], out: Path) -> 
                             "untrained_weights": bool(meta.get("untrained_weights", False)),
                             "steps": meta.get("steps"), "params_hash": meta.get("params_hash")}
 
-    per_image: dict[str, dict[str, list[float]]] = {}
-    outputs: dict[str, list[np.ndarray]] = {}
+    srs_by_model: dict[str, list[np.ndarray]] = {}
+    niqe_by_model: dict[str, list[float]] = {}
     for name, up in upscalers.items():
         t = time.time()
         srs = up(lrs)
         for n, s, h in zip(names, srs, hrs):
             if s.shape != h.shape:
                 raise InputError(f"--model {name}: output for {n} is {s.shape}, expected {h.shape}")
-        full_srs = dict(zip(full_names, up([full_lr[n] for n in full_names]))) if scorer.niqe is not None else {}
-        per_image[name] = scorer.score(srs, hrs, full_srs, names)
-        outputs[name] = srs
-        log.info("evaluate: %s scored on %d images in %.1f s", name, len(names), time.time() - t)
+        srs_by_model[name] = srs
+        if scorer.niqe is not None and scorer.niqe.status == "real":  # scored now, image by image: the full-size outputs are not kept
+            full = {n: up([full_lr[n]])[0] for n in full_names}
+            niqe_by_model[name] = scorer.niqe_scores(full, names)
+        log.info("evaluate: %s upscaled %d (+%d full) images in %.1f s", name, len(names), len(full_names),
+                 time.time() - t)
+    per_image = scorer.score_all(srs_by_model, hrs, niqe_by_model, names)
+    n_grid = min(params.data.grid_faces, len(names))
+    outputs = {k: v[:n_grid] for k, v in srs_by_model.items()}
+    del srs_by_model
 
     metrics: dict[str, Any] = {}
     for name, scores in per_image.items():
@@ -506,7 +521,7 @@ def evaluate(params: Params, data: Path, models: dict[str, Path], out: Path) -> 
         grid_paths = []
         order = [BASELINE] + [m for m in (VARIANT_A, VARIANT_B) if m in outputs] + \
                 [m for m in outputs if m not in (BASELINE, VARIANT_A, VARIANT_B)]
-        for i in range(min(params.data.grid_faces, len(names))):
+        for i in range(n_grid):
             lr_big = np.asarray(Image.fromarray(lrs[i]).resize((hr_w, hr_h), Image.NEAREST))
             cols = [("LR", lr_big)] + [(m, outputs[m][i]) for m in order] + [("HR", hrs[i])]
             rel = f"grids/{i:02d}-{names[i]}.png"

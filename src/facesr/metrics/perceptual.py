@@ -7,7 +7,6 @@ Backbone weights come from ``facesr.metrics.weights``; with no file, a network w
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import warnings
 
@@ -112,60 +111,50 @@ def load_alexnet_trunk(model: torch.nn.Module, state: dict) -> None:
 
 
 class PieAPPMetric:
-    """PieAPP (Prashnani et al. 2018) with piq's network; scores as piq computes them (weighted mean over 64x64 patches).
+    """PieAPP (Prashnani et al. 2018): our ``facesr.models.pieapp.PieAPPNet`` (piq's network and maths; tested equal to
+    ``piq.PieAPP`` on the same state dict) with the published weights; weighted mean of patch scores per image.
 
-    ``stride`` 32 makes the 64x64 patches tile a 128x128 image exactly (piq's default 27 never reaches the last
-    10 pixels). Scores are signed; lower is better.
+    ``stride`` 32 with whole-image patch coverage (64x64 patches; a 128x128 image is tiled exactly). Scores are
+    signed; lower is better.
     """
 
     name = "pieapp"
 
     def __init__(self, allow_untrained: bool, device: str | torch.device = "cpu", stride: int = 32) -> None:
-        from piq.pieapp import PieAPPModel
+        from facesr.models.pieapp import PieAPPNet, fix_state_dict
 
         self.weights = _weights("pieapp", allow_untrained)
         self.status = self.weights.status
         self.device = torch.device(device)
         self.stride = stride
-        self._ref_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         if self.status == "missing":
             self.model = None
             return
         with torch.random.fork_rng():
-            torch.manual_seed(0)
-            model = PieAPPModel()
+            torch.manual_seed(0)  # untrained: deterministic random weights
+            model = PieAPPNet()
         if self.status == "real":
-            state = dict(_torch_load(self.weights.path))
-            w = state.get("ref_score_subtract.weight")
-            if w is not None and w.ndim == 1:  # piq's fix of the published file
-                state["ref_score_subtract.weight"] = w.unsqueeze(1)
-            model.load_state_dict(state)
+            model.load_state_dict(fix_state_dict(_torch_load(self.weights.path)))
         self.model = model.eval().to(self.device)
         for p in self.model.parameters():
             p.requires_grad_(False)
 
     @torch.no_grad()
     def __call__(self, sr: list[np.ndarray], hr: list[np.ndarray]) -> list[float]:
+        return self.score_models({"x": sr}, hr)["x"]
+
+    @torch.no_grad()
+    def score_models(self, srs: dict[str, list[np.ndarray]], hr: list[np.ndarray], batch_size: int = 8) -> dict[str, list[float]]:
+        """Score several models' outputs against the same references; each reference's features are computed once."""
         if self.model is None:
-            return [float("nan")] * len(sr)
-        x = to_tensor(sr, self.device) * 255
-        n = x.shape[0]
-        fx, wx = self._features(x)
-        # the references are the same HR images for every model: compute their features once
-        keys = [hashlib.sha1(np.ascontiguousarray(h).tobytes()).hexdigest() for h in hr]
-        todo = [i for i, k in enumerate(keys) if k not in self._ref_cache]
-        if todo:
-            fy, wy = self._features(to_tensor([hr[i] for i in todo], self.device) * 255)
-            per = fy.shape[0] // len(todo)
-            for j, i in enumerate(todo):
-                self._ref_cache[keys[i]] = (fy[j * per:(j + 1) * per], wy[j * per:(j + 1) * per])
-        fy = torch.cat([self._ref_cache[k][0] for k in keys])
-        wy = torch.cat([self._ref_cache[k][1] for k in keys])
-        d, w = self.model.compute_difference(fy - fx, wy - wx)
-        d, w = d.reshape(n, -1), w.reshape(n, -1)
-        return [float((di * wi).sum() / wi.sum()) for di, wi in zip(d, w)]
+            return {k: [float("nan")] * len(hr) for k in srs}
+        from facesr.models.pieapp import PATCH, extract_patches
 
-    def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        from piq.functional import crop_patches
-
-        return self.model(crop_patches(x, size=64, stride=self.stride))
+        out: dict[str, list[float]] = {k: [] for k in srs}
+        for i in range(0, len(hr), batch_size):
+            ref = to_tensor(hr[i:i + batch_size], self.device)
+            ref_feats = self.model.features(extract_patches(ref * 255.0, PATCH, self.stride))
+            for k, images in srs.items():
+                x = to_tensor(images[i:i + batch_size], self.device)
+                out[k].extend(float(v) for v in self.model.score(x, ref, self.stride, 1.0, ref_features=ref_feats))
+        return out
