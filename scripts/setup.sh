@@ -9,7 +9,6 @@ if ! "$PY" -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null; 
   echo "facesr needs Python 3.11 (found: $("$PY" --version 2>&1)); set PYTHON=/path/to/python3.11" >&2
   exit 2
 fi
-bash infra/scripts/setup-scan.sh   # checkov in its own .venv-checkov (infra scan; before the early exit below)
 stamp=.venv/.facesr-installed
 want=$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/facesr ]; then
