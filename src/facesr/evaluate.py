@@ -480,6 +480,7 @@ def evaluate(params: Params, data: Path, models: dict[str, Path], out: Path) -> 
     del srs_by_model
 
     metrics: dict[str, Any] = {}
+    notes: dict[str, dict[str, str]] = {}
     for name, scores in per_image.items():
         metrics[name] = {}
         for m in scorer.wanted:
@@ -489,11 +490,13 @@ def evaluate(params: Params, data: Path, models: dict[str, Path], out: Path) -> 
             entry: dict[str, Any] = {"mean": float(finite.mean()) if finite.size else None,
                                      "ci95": bootstrap_ci(finite, n_boot, seed), "n": int(finite.size),
                                      "weights": st["weights"]}
+            # metrics.json stays numbers + status (DVC shows it as a table); reasons go to manifest.json
             if st["weights"] == "missing":
-                entry.update(mean=None, ci95=None, n=0, reason=st["reason"])
+                entry.update(mean=None, ci95=None, n=0)
             elif not finite.size:
-                entry["reason"] = (f"no image large enough (needs >= {NIQE_MIN_SIDE} px per side after the border crop)"
-                                   if m == "niqe" else "no finite scores")
+                notes.setdefault(name, {})[m] = (
+                    f"no image large enough (needs >= {NIQE_MIN_SIDE} px per side after the border crop)"
+                    if m == "niqe" else "no finite scores")
             metrics[name][m] = entry
 
     diffs: dict[str, Any] = {}
@@ -541,6 +544,7 @@ def evaluate(params: Params, data: Path, models: dict[str, Path], out: Path) -> 
             "params": params.model_dump(mode="json"),
             "params_hash": params.hash(),
             "metrics": status,
+            "notes": notes,
             "bicubic": BICUBIC_NOTE,
             "niqe": {"on": "test/full_lr upscaled", "max_lr_side": NIQE_MAX_LR_SIDE, "min_side": NIQE_MIN_SIDE,
                      "images": full_names},

@@ -73,7 +73,7 @@ def test_outputs_exist_and_metrics_json_is_the_returned_dict(eval_run):
     for model, entries in metrics.items():
         assert set(entries) == set(eval_run["params"].evaluate.metrics)
         for m, e in entries.items():
-            assert {"mean", "ci95", "n", "weights"} <= set(e)
+            assert set(e) == {"mean", "ci95", "n", "weights"}
             if e["mean"] is not None:
                 lo, hi = e["ci95"]
                 assert lo <= e["mean"] <= hi, (model, m)
@@ -89,9 +89,10 @@ def test_weights_status_is_reported_never_a_fake_number(eval_run):
         for m in ("ma", "pi"):
             assert metrics[model][m]["weights"] == "missing"
             assert metrics[model][m]["mean"] is None and metrics[model][m]["n"] == 0
-            assert "forest" in metrics[model][m]["reason"]
         assert metrics[model]["niqe"]["weights"] == "real"
         assert metrics[model]["dmos"]["weights"] == "real"
+    manifest = json.loads((eval_run["out"] / "manifest.json").read_text())
+    assert "forest" in manifest["metrics"]["ma"]["reason"] and "forest" in manifest["metrics"]["pi"]["reason"]
     table = (eval_run["out"] / "table.md").read_text()
     assert "(untrained)" in table and "missing" in table
 
@@ -242,3 +243,20 @@ def test_cuda_without_a_gpu_is_a_user_error(eval_run, tmp_path: Path):
     params.evaluate.device = "cuda"
     with pytest.raises(UserError, match="evaluate.device"):
         evaluate(params, eval_run["data"], {}, tmp_path / "out")
+
+
+def test_missing_weights_without_untrained_are_reported_missing(eval_run, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("FACESR_WEIGHTS_DIR", str(tmp_path / "empty"))
+    params = eval_run["params"].model_copy(deep=True)
+    params.allow_untrained_weights = False
+    params.evaluate.metrics = ["psnr_y", "lpips", "pieapp", "dmos"]
+    res = evaluate(params, eval_run["data"], {}, tmp_path / "out")
+    for m in ("lpips", "pieapp", "dmos"):
+        assert res["bicubic"][m] == {"mean": None, "ci95": None, "n": 0, "weights": "missing"}
+    assert res["bicubic"]["psnr_y"]["mean"] == pytest.approx(eval_run["result"]["bicubic"]["psnr_y"]["mean"])
+    table = (tmp_path / "out" / "table.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| bicubic"))
+    assert row.count("missing") == 3
+    with (tmp_path / "out" / "per_image.csv").open() as f:
+        assert all(r["lpips"] == "" for r in csv.DictReader(f))
