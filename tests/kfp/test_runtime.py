@@ -149,3 +149,20 @@ def test_eval_outputs_for_the_kfp_ui(tmp_path):
     import base64
 
     assert base64.b64encode(b"\x89PNG-1").decode() in page and page.count("<img") == 2
+
+
+def test_unwritable_checkpoint_volume_is_a_clear_error(fake_cli, tmp_path, monkeypatch):
+    """A root-owned NFS volume and the non-root image user: mkdir is refused (simulated: tests may run as root)."""
+    data = _prepared(tmp_path)
+    real_mkdir = Path.mkdir
+
+    def refuse(self, *a, **kw):
+        if str(self).startswith(str(tmp_path / "nfs")):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_mkdir(self, *a, **kw)
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    with pytest.raises(runtime.FacesrError, match="not writable by uid"):
+        runtime.train_step(str(data), "l1_vgg", str(tmp_path / "m"), checkpoint_root=str(tmp_path / "nfs"),
+                           run_id="r")
+    assert fake_cli() == [], "nothing was trained"

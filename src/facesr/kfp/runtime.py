@@ -165,7 +165,13 @@ def train_step(
     if work is None:
         run_cli(["train", "--data", data, "--variant", variant, "--out", out], **cli)
         return {"resumed": False, "workdir": out}
-    work.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        work.parent.mkdir(parents=True, exist_ok=True)
+    except PermissionError:
+        raise FacesrError(
+            f"checkpoint volume {checkpoint_root}: not writable by uid {os.getuid()} (the image's user); make the "
+            "PVC's root writable by uid/gid 1000 once (docs/kubeflow.md, 'Retries and resume')"
+        ) from None
     done = (work / "train_summary.json").is_file() and (work / "model").is_dir()
     resumed = (work / "checkpoints" / "last.pt").is_file()
     if done:
