@@ -161,6 +161,17 @@ def test_grids(eval_run):
     with Image.open(grids[0]) as im:
         w, h = im.size
     assert w >= 5 * hr and h > hr  # LR | bicubic | l1_vgg | l1_vgg_pieapp | HR, plus labels
+    # the tiles are the images themselves: column 2 = bicubic of the first test face, last column = its HR
+    from facesr.data.dataset import load_test_pairs
+    from facesr.evaluate import bicubic_upscale
+
+    first = load_test_pairs(eval_run["data"])[0]
+    assert first.name in grids[0].name
+    grid = np.asarray(Image.open(grids[0]).convert("RGB"))
+    pad, head = 4, 18
+    tile = lambda i: grid[head:head + hr, pad + i * (hr + pad):pad + i * (hr + pad) + hr]  # noqa: E731
+    np.testing.assert_array_equal(tile(1), bicubic_upscale(first.lr, eval_run["params"].data.scale))
+    np.testing.assert_array_equal(tile(4), first.hr)
 
 
 def test_manifest_records_inputs_params_and_weights(eval_run):
