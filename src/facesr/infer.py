@@ -19,6 +19,7 @@ import glob
 import io
 import logging
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,12 +86,12 @@ def _load_generator(path: Path, device: str) -> tuple[torch.nn.Module, dict[str,
     return model_io.load_generator(path, device=device)
 
 
-def download_mlflow_model(uri: str, params: Any | None = None) -> Path:
+def download_mlflow_model(uri: str, params: Any | None = None, dst: str | os.PathLike[str] | None = None) -> Path:
     """Download an MLflow model's files (``models:/NAME@alias`` etc.) and return the facesr model folder inside."""
     from facesr import registry
 
     registry.configure_tracking(params)
-    local = registry.download_model(uri)
+    local = registry.download_model(uri, dst)
     return find_model_folder(local)
 
 
@@ -99,7 +100,9 @@ def load_model(spec: str | os.PathLike[str], params: Any | None = None, device: 
     spec_s = str(spec)
     dev = resolve_device(device)
     if is_mlflow_uri(spec_s):
-        path: Path = download_mlflow_model(spec_s, params)
+        with tempfile.TemporaryDirectory(prefix="facesr-model-") as td:  # weights are read into memory, then removed
+            model, meta = _load_generator(download_mlflow_model(spec_s, params, td), device=str(dev))
+        return _loaded(model, meta, spec_s, dev, params)
     else:
         p = Path(spec_s)
         if not p.exists():
@@ -113,6 +116,10 @@ def load_model(spec: str | os.PathLike[str], params: Any | None = None, device: 
         else:
             path = find_model_folder(p)
     model, meta = _load_generator(path, device=str(dev))
+    return _loaded(model, meta, spec_s, dev, params)
+
+
+def _loaded(model: torch.nn.Module, meta: dict[str, Any], spec_s: str, dev: torch.device, params: Any) -> LoadedModel:
     model = model.to(dev).eval()
     default_scale = getattr(getattr(params, "data", None), "scale", 4)
     scale = int((meta or {}).get("scale") or getattr(model, "scale", None) or default_scale)

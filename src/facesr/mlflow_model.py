@@ -32,7 +32,7 @@ class FacesrSuperResolution(mlflow.pyfunc.PythonModel):
         self.model.eval()
         self.scale = int(self.meta.get("scale", 4))
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> np.ndarray:
+    def predict(self, context, model_input, params=None):  # no type hints: MLflow would derive a schema from them
         import torch
 
         from facesr.infer import upscale_tensor

@@ -141,14 +141,17 @@ def git_info(cwd: str | os.PathLike[str] | None = None) -> tuple[str, str]:
     env = os.environ.get("FACESR_GIT_COMMIT")
     if env:
         return env, os.environ.get("FACESR_GIT_DIRTY", "unknown")
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10,
-                                check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                                capture_output=True, text=True, timeout=30, check=True).stdout
-        return commit, "true" if status.strip() else "false"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown", "unknown"
+    # the project folder first (where DVC runs); else the checkout holding this source (an editable install)
+    for where in (cwd, Path(__file__).resolve().parent):
+        try:
+            commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True,
+                                    timeout=10, check=True).stdout.strip()
+            status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+                                    capture_output=True, text=True, timeout=30, check=True).stdout
+            return commit, "true" if status.strip() else "false"
+        except (OSError, subprocess.SubprocessError):
+            continue
+    return "unknown", "unknown"
 
 
 def pipeline_run_id() -> str:
