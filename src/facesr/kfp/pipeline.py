@@ -8,6 +8,7 @@ pipeline asks for is the pool that exists.
 
 # no `from __future__ import annotations`: KFP reads the pipeline function's annotations as types
 
+import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ from kfp import compiler, dsl
 from kfp import kubernetes as k8s
 
 from facesr.config import VARIANTS, Params
+from facesr.errors import UserError
 from facesr.fsutil import atomic_write_text
 from facesr.kfp.components import make_components
 from facesr.kfp.runtime import CHECKPOINT_MOUNT
@@ -136,14 +138,9 @@ def compile_pipeline(params: Params, out: str | Path) -> Path:
     """Compile the pipeline to a KFP v2 IR YAML at ``out`` (written atomically); returns the path."""
     out = Path(out)
     if out.suffix not in (".yaml", ".yml"):
-        from facesr.errors import UserError
-
         raise UserError(f"--out {out}: the compiled pipeline must be a .yaml or .yml file")
-    tmp_dir = out.parent
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    import tempfile
-
-    with tempfile.TemporaryDirectory(dir=tmp_dir, prefix=".compile-") as tmp:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".compile-") as tmp:
         staged = Path(tmp) / out.name
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -169,8 +166,6 @@ def pipeline_arguments(
     ``profile`` is the active profile, ``overrides`` the CLI's ``--set`` items (without ``profile=``, which the
     profile argument carries), ``params_text`` the params file to use instead of the image's (empty = the image's).
     """
-    from facesr.errors import UserError
-
     bad = [v for v in variants or () if v not in VARIANTS]
     if bad:
         raise UserError(f"--variant {bad[0]!r}: unknown variant; allowed: {', '.join(VARIANTS)}")
