@@ -88,7 +88,14 @@ def _lock(root: Path) -> dict:
 
 
 def _gen_sha(root: Path, variant: str) -> str:
-    return hashlib.sha256((root / f"outputs/train/{variant}/model/generator.safetensors").read_bytes()).hexdigest()
+    """Hash of the generator's tensors (names, dtypes, values); the file's header order may vary between runs."""
+    from safetensors.numpy import load_file
+
+    tensors = load_file(str(root / f"outputs/train/{variant}/model/generator.safetensors"))
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        h.update(name.encode() + str(tensors[name].dtype).encode() + tensors[name].tobytes())
+    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -182,14 +189,29 @@ def test_push_to_s3_and_pull_into_a_fresh_clone(project, tmp_path):
         server.stop()
 
 
+def test_interrupted_training_resumes_from_its_checkpoint(project):
+    """A run that died after its last checkpoint (no model written yet) continues under `dvc repro`."""
+    root, env = project["root"], project["env"]
+    before = _gen_sha(root, "l1_vgg")
+    shutil.rmtree(root / "outputs/train/l1_vgg/model")
+    (root / "outputs/train/l1_vgg/train_summary.json").unlink()
+    out = _run(["dvc", "repro"], root, env)
+    ran = _ran(out)
+    assert "train@l1_vgg" in ran and not ran & {"ingest", "prepare", "train@l1_vgg_pieapp"}
+    assert "resumed outputs/train/l1_vgg from step" in out
+    assert _gen_sha(root, "l1_vgg") == before
+
+
 def test_training_param_change_reruns_training_evaluation_registration_only(project):
     root, env = project["root"], project["env"]
     before = {v: _gen_sha(root, v) for v in ("l1_vgg", "l1_vgg_pieapp")}
     prepared_md5 = next(o["md5"] for o in _lock(root)["stages"]["prepare"]["outs"])
-    raw = yaml.safe_load((root / "params.yaml").read_text())
-    lr = raw["profiles"]["ci"]["train"].get("lr_g", raw["train"]["lr_g"])
-    out = _run(["dvc", "exp", "run", "-S", f"profiles.ci.train.lr_g={lr * 3}"], root, env, timeout=900)
+    ci_train = yaml.safe_load((root / "params.yaml").read_text())["profiles"]["ci"]["train"]
+    # `+key=value` adds a key the profile does not set yet (Hydra override syntax), `key=value` changes one
+    setting = ("" if "lr_g" in ci_train else "+") + "profiles.ci.train.lr_g=0.0005"
+    out = _run(["dvc", "exp", "run", "-S", setting], root, env, timeout=900)
     assert _ran(out) == DOWNSTREAM_OF_TRAIN
+    assert "resumed" not in out  # the previous run's checkpoint was made with other params: not continued
     assert "Stage 'ingest' didn't change" in out and "Stage 'prepare' didn't change" in out
     assert next(o["md5"] for o in _lock(root)["stages"]["prepare"]["outs"]) == prepared_md5
     # a real re-training with the new learning rate, not a resume of the previous run's finished checkpoint
