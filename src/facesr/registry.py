@@ -352,6 +352,27 @@ class RegisterResult:
     parent_run_id: str
     run_ids: dict[str, str]
     tags: dict[str, str]
+    reused: bool = False
+
+
+def register_key(best: Candidate, eval_dir: Path, dhash: str, phash: str) -> str:
+    """Identity of a registration: generator weights + evaluation files + data hash + params hash."""
+    from facesr.fsutil import canonical_json, sha256_bytes
+
+    parts = {"generator": sha256_file(best.model_dir / "generator.safetensors"), "model": best.name,
+             "metrics": sha256_file(eval_dir / "metrics.json"), "per_image": sha256_file(eval_dir / "per_image.csv"),
+             "data": dhash, "params": phash}
+    return sha256_bytes(canonical_json(parts).encode("utf-8"))
+
+
+def _find_registered(client: Any, name: str, key: str) -> Any | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        hits = client.search_model_versions(f"name = '{name}' and tags.`{TAG}register_key` = '{key}'")
+    except MlflowException:
+        return None
+    return max(hits, key=lambda v: int(v.version)) if hits else None
 
 
 def _str_params(flat: dict[str, Any]) -> dict[str, str]:
@@ -412,10 +433,21 @@ def register(params: Any, eval_dir: Path, models: dict[str, Path], data: Path | 
     if os.environ.get("FACESR_PIPELINE_NAME"):
         common[TAG + "pipeline_name"] = os.environ["FACESR_PIPELINE_NAME"]
     flat = _str_params(params.flat())
+    key = register_key(best, eval_dir, dhash, params.hash())
     configure_tracking(params)
     name = params.registry.model_name
     with mlflow_errors("register"):
         client = _client()
+        existing = _find_registered(client, name, key)
+        if existing is not None:  # a retried step (KFP retry, DVC rerun): same weights, evaluation, data and params
+            log.info("register: %s v%s already holds these outputs; alias %s set again", name, existing.version,
+                     CHALLENGER)
+            client.set_registered_model_alias(name, CHALLENGER, existing.version)
+            t = dict(existing.tags)
+            runs = {k: v for k, v in (("train/" + t.get(TAG + "model_name", best.name), t.get(TAG + "run_id")),
+                                      ("evaluate", t.get(TAG + "eval_run_id"))) if v}
+            return RegisterResult(name, str(existing.version), t.get(TAG + "variant", best.variant),
+                                  t.get(TAG + "parent_run_id", ""), runs, t, reused=True)
         mlflow.set_experiment(params.registry.experiment)
         run_ids: dict[str, str] = {}
         model_infos: dict[str, Any] = {}
@@ -454,7 +486,7 @@ def register(params: Any, eval_dir: Path, models: dict[str, Path], data: Path | 
                  TAG + "run_id": run_ids[f"train/{best.name}"], TAG + "parent_run_id": parent.info.run_id,
                  TAG + "eval_run_id": run_ids["evaluate"], TAG + "per_image_artifact": PER_IMAGE_ARTIFACT,
                  TAG + "primary_metric": primary, TAG + "generator_sha256": str(best.meta.get("generator_sha256", "")),
-                 TAG + "n_test_images": str(len({r["image"] for r in best.per_image}))}
+                 TAG + "n_test_images": str(len({r["image"] for r in best.per_image})), TAG + "register_key": key}
         for k, m in best.metrics.items():
             if isinstance(m, dict) and m.get("mean") is not None:
                 vtags[f"{TAG}metric.{k}"] = str(m["mean"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,8 +52,17 @@ def test_register_promote_lineage_upscale_flow(workspace, repo_root, capsys):
     assert abs(float(t["facesr.metric.lpips"]) - np.mean(scores(0.25, seed=2)["lpips"])) < 1e-9
     assert t["facesr.git_commit"] and t["facesr.git_dirty"] in ("true", "false", "unknown")
 
-    # one parent run with nested children; per-step training metrics; artifacts
+    # a retried register (KFP retry, DVC rerun) reuses the version and logs nothing new
     exp = client.get_experiment_by_name("facesr")
+    n_runs = len(client.search_runs([exp.experiment_id]))
+    capsys.readouterr()
+    assert _register(repo_root, ws, ev1) == 0
+    assert f"already registered (same weights, evaluation, data and params) facesr v{v1.version}" in \
+        capsys.readouterr().out
+    assert len(client.search_runs([exp.experiment_id])) == n_runs
+    assert [str(v.version) for v in client.search_model_versions("name = 'facesr'")] == [str(v1.version)]
+
+    # one parent run with nested children; per-step training metrics; artifacts
     runs = client.search_runs([exp.experiment_id], "tags.`facesr.pipeline_run_id` = 'run-test-1'")
     by_name = {r.info.run_name: r for r in runs}
     assert {"pipeline-run-test-1", "train/l1_vgg", "train/l1_vgg_pieapp", "evaluate"} <= set(by_name)
@@ -71,6 +81,10 @@ def test_register_promote_lineage_upscale_flow(workspace, repo_root, capsys):
     import mlflow
 
     mlflow.set_tracking_uri(db(root))
+    files = {p.name for p in Path(mlflow.artifacts.download_artifacts("models:/facesr@challenger",
+                                                                    dst_path=str(root / "dl"))).rglob("*")}
+    assert {"mlflow_model.py", "generator.safetensors", "model.json", "MLmodel"} <= files
+    assert not any(f.endswith((".pkl", ".pt", ".pth")) for f in files)  # models from code: nothing pickled
     pyf = mlflow.pyfunc.load_model("models:/facesr@challenger")
     y = pyf.predict(np.random.default_rng(0).random((3, 3, 10, 12), dtype=np.float32))
     assert y.shape == (3, 3, 40, 48) and y.dtype == np.float32 and 0 <= y.min() and y.max() <= 1

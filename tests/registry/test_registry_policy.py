@@ -64,3 +64,22 @@ def test_direction_and_bootstrap():
     assert pick_best(cands, "lpips").name == "b" and pick_best(cands, "psnr_y").name == "a"
     with pytest.raises(UserError, match="primary_metric"):
         pick_best(cands, "dmos")
+
+
+def test_data_hash_sources(tmp_path, monkeypatch):
+    from facesr.fsutil import tree_hash
+    from facesr.registry import data_hash
+
+    monkeypatch.chdir(tmp_path)
+    prep = tmp_path / "data" / "prepared"
+    prep.mkdir(parents=True)
+    (prep / "manifest.json").write_text("{}")
+    assert data_hash(prep) == (tree_hash(prep), f"tree_hash:{prep}")
+    (tmp_path / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  prepare:\n    cmd: facesr prepare\n    outs:\n    - path: data/prepared\n"
+        "      hash: md5\n      md5: 0123abcd.dir\n      size: 10\n      nfiles: 1\n")
+    assert data_hash(prep, dvc_lock=tmp_path / "dvc.lock") == ("0123abcd.dir", "dvc.lock:prepare:data/prepared")
+    assert data_hash(None, dvc_lock=tmp_path / "dvc.lock")[0] == "0123abcd.dir"
+    assert data_hash(None, dvc_lock=tmp_path / "none.lock")[0] == "unknown"
+    with pytest.raises(UserError, match="not a folder"):
+        data_hash(tmp_path / "missing", dvc_lock=tmp_path / "none.lock")

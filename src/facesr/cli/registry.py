@@ -23,7 +23,8 @@ def register(app, eval_dir, models, data) -> None:
     from facesr import registry
 
     res = registry.register(app.params, eval_dir, parse_named_dirs(models), data=data)
-    echo_kv(f"registered {res.name} v{res.version} ({res.variant}) as '{registry.CHALLENGER}'", {
+    verb = "already registered (same weights, evaluation, data and params)" if res.reused else "registered"
+    echo_kv(f"{verb} {res.name} v{res.version} ({res.variant}) as '{registry.CHALLENGER}'", {
         "model uri": f"models:/{res.name}/{res.version}",
         "pipeline run": res.tags.get(registry.TAG + "pipeline_run_id"),
         "parent run": res.parent_run_id,
