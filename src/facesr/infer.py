@@ -343,6 +343,8 @@ def upscale(
     if bf16 and lm.device.type != "cuda":
         log.warning("--bf16 only applies on CUDA; running in float32 on %s", lm.device)
     files, errors = expand_inputs([str(i) for i in inputs])
+    out_abs = Path(out).resolve()
+    files = [(f, r) for f, r in files if not f.resolve().is_relative_to(out_abs)]  # never re-upscale our outputs
     report = UpscaleReport(model=lm.source, device=str(lm.device), scale=lm.scale, failed=list(errors))
     max_pixels = getattr(getattr(params, "data", None), "max_image_pixels", 89_478_485)
     out = Path(out)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -115,6 +117,11 @@ def test_folders_globs_and_safetensors_model(tmp_path, model_dir):
     assert len(rep.failed) == 1 and "nothing" in rep.failed[0]["error"]
     with Image.open(out / "sub" / "b.png") as im:
         assert im.size == (64, 80)
+    # an output folder inside the input folder: its images are not taken as inputs on a rerun
+    inner = d / "up"
+    infer.upscale(None, [str(d)], str(st), inner, progress=False)
+    rep2 = infer.upscale(None, [str(d)], str(st), inner, progress=False)
+    assert sorted(Path(o["input"]).name for o in rep2.outputs) == ["a.png", "b.jpg"]
 
 
 def test_bad_model_and_options(tmp_path, repo_root, model_dir, capsys):
