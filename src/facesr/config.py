@@ -130,6 +130,8 @@ class EvaluateParams(_Section):
     bootstrap: PosInt = Field(1000, description="bootstrap resamples for the 95% intervals")
     batch_size: PosInt = 8
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    pieapp_stride: Annotated[int, Field(gt=0, le=64)] = Field(
+        32, description="PieAPP metric: stride of the 64x64 patches (whole image covered; 64 = no overlap, faster)")
 
 
 class PromotionParams(_Section):

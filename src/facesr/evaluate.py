@@ -260,7 +260,7 @@ class Scorer:
         self.scale = params.data.scale
         self.bs = params.evaluate.batch_size
         self.lpips = LPIPSMetric(allow, device) if "lpips" in self.wanted else None
-        self.pieapp = PieAPPMetric(allow, device) if "pieapp" in self.wanted else None
+        self.pieapp = PieAPPMetric(allow, device, params.evaluate.pieapp_stride) if "pieapp" in self.wanted else None
         self.niqe = NIQEMetric() if {"niqe", "pi"} & set(self.wanted) else None
         self.dmos = BRISQUEMetric() if "dmos" in self.wanted else None
 
@@ -275,6 +275,8 @@ class Scorer:
             else:
                 obj = {"lpips": self.lpips, "pieapp": self.pieapp, "niqe": self.niqe, "dmos": self.dmos}[m]
                 st[m] = {"weights": obj.status, "reason": obj.weights.reason, "provenance": obj.weights.as_dict()}
+        if "pieapp" in st:
+            st["pieapp"]["settings"] = {"patch": 64, "stride": self.pieapp.stride if self.pieapp else None}
         return st
 
     def niqe_scores(self, full_srs: dict[str, np.ndarray], names: list[str]) -> list[float]:
@@ -372,6 +374,8 @@ def render_table(metrics: dict[str, Any], diffs: dict[str, Any], status: dict[st
             what = {"real": f"weights {prov.get('file')} (sha256 {str(prov.get('sha256'))[:12]}…)",
                     "untrained": "UNTRAINED (random) weights: scores are not comparable with published numbers",
                     "missing": f"missing: {st.get('reason')}"}[st["weights"]]
+            if st.get("settings"):
+                what += " (" + ", ".join(f"{k} {v}" for k, v in st["settings"].items()) + ")"
             lines.append(f"- {m}: {what}")
     lines.append(f"- NIQE is computed on the whole test images (test/full_lr, centre-cropped to at most {NIQE_MAX_LR_SIDE} "
                  f"px per side, upscaled), only where the output minus the border is at least {NIQE_MIN_SIDE} px per side; "
