@@ -12,8 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+from scipy.ndimage import correlate1d
 
 _Y_WEIGHTS = np.array([65.481, 128.553, 24.966], dtype=np.float64)
 
@@ -52,22 +51,24 @@ def psnr(a: np.ndarray, b: np.ndarray, border: int = 0, y_channel: bool = True) 
     return 10.0 * math.log10(255.0**2 / mse)
 
 
-def _gaussian_1d(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    ax = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    g = torch.exp(-(ax**2) / (2 * sigma**2))
+def _gaussian_1d(size: int = 11, sigma: float = 1.5) -> np.ndarray:
+    ax = np.arange(size, dtype=np.float64) - (size - 1) / 2
+    g = np.exp(-(ax**2) / (2 * sigma**2))
     return g / g.sum()
 
 
-def _ssim_channels(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """x, y: [C, H, W] float64 in 0..255 -> per-channel SSIM [C] (valid region; separable 11x11 Gaussian)."""
+def _ssim_channels(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """x, y: [H, W, C] float64 in 0..255 -> per-channel SSIM [C] (valid region; separable 11x11 Gaussian)."""
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    g = _gaussian_1d().to(x)
-    stack = torch.cat([x, y, x * x, y * y, x * y])[:, None]  # [5C, 1, H, W]
-    f = F.conv2d(F.conv2d(stack, g.view(1, 1, 1, -1)), g.view(1, 1, -1, 1))
-    mu_x, mu_y, exx, eyy, exy = f.chunk(5)
+    g = _gaussian_1d()
+    r = (g.size - 1) // 2
+    stack = np.stack([x, y, x * x, y * y, x * y])  # [5, H, W, C]
+    f = correlate1d(correlate1d(stack, g, axis=1, mode="constant"), g, axis=2, mode="constant")
+    f = f[:, r:-r, r:-r]  # valid region: no padding enters
+    mu_x, mu_y, exx, eyy, exy = f
     sxx, syy, sxy = exx - mu_x**2, eyy - mu_y**2, exy - mu_x * mu_y
     s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
-    return s.flatten(1).mean(1)
+    return s.reshape(-1, s.shape[-1]).mean(0)
 
 
 def ssim(a: np.ndarray, b: np.ndarray, border: int = 0, y_channel: bool = True) -> float:
@@ -76,6 +77,4 @@ def ssim(a: np.ndarray, b: np.ndarray, border: int = 0, y_channel: bool = True) 
     x, y = _prepare(a, y_channel, border), _prepare(b, y_channel, border)
     if min(x.shape[:2]) < 11:
         raise ValueError(f"SSIM needs at least 11x11 pixels after the border crop, got {x.shape[:2]}")
-    tx = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
-    ty = torch.from_numpy(np.ascontiguousarray(y.transpose(2, 0, 1)))
-    return float(_ssim_channels(tx, ty).mean())
+    return float(_ssim_channels(x, y).mean())
