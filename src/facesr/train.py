@@ -421,7 +421,7 @@ def _train(
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     g = g.to(device, memory_format=fmt)
     d = d.to(device, memory_format=fmt)
-    gen_loss = gen_loss.to(device) if isinstance(gen_loss, nn.Module) else gen_loss
+    gen_loss = gen_loss.to(device, memory_format=fmt) if isinstance(gen_loss, nn.Module) else gen_loss
     if isinstance(gen_loss, nn.Module):  # frozen loss networks: no parameter gradients, eval mode
         gen_loss.eval()
         for p in gen_loss.parameters():

@@ -1,0 +1,38 @@
+"""`facesr bench`: training and inference speed of each variant against the reference configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from facesr.cli.main import cli, pass_app
+from facesr.config import VARIANTS
+
+
+@cli.command()
+@click.option("--variant", "variants", multiple=True, metavar="NAME",
+              help=f"variant(s) to measure (repeatable; default: all): {' | '.join(VARIANTS)}")
+@click.option("--steps", default=3, show_default=True, type=int, help="timed training steps per configuration")
+@click.option("--warmup", default=1, show_default=True, type=int,
+              help="untimed steps first (the first also counts the FLOPs)")
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="prepared folder to read batches from (default: synthetic uint8 patches in memory)")
+@click.option("--infer-size", default=64, show_default=True, type=int, help="LR side (px) of the inference input")
+@click.option("--no-reference", is_flag=True, help="skip the eager fp32 channels-first reference")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="also write the results as JSON")
+@pass_app
+def bench(app, variants: tuple[str, ...], steps: int, warmup: int, data: Path | None, infer_size: int,
+          no_reference: bool, json_out: Path | None) -> None:
+    """Measure training images/s (data / forward / backward+optimiser), inference megapixels/s, peak memory and
+    TFLOP/s for the active profile and train.device; print the ratio to the reference configuration."""
+    from facesr.bench import bench as run_bench
+    from facesr.bench import format_table
+    from facesr.fsutil import atomic_write_json
+
+    result = run_bench(app.params, list(variants) or None, steps=steps, warmup=warmup, data=data,
+                       reference=not no_reference, infer_size=infer_size)
+    click.echo(format_table(result))
+    if json_out is not None:
+        atomic_write_json(json_out, result)
