@@ -271,3 +271,29 @@ def test_missing_weights_without_untrained_are_reported_missing(eval_run, tmp_pa
     assert row.count("missing") == 3
     with (tmp_path / "out" / "per_image.csv").open() as f:
         assert all(r["lpips"] == "" for r in csv.DictReader(f))
+
+
+def test_safetensors_file_models_and_scale_mismatch(eval_run, tmp_path: Path):
+    from facesr.models.io import load_generator, save_generator
+
+    params = eval_run["params"].model_copy(deep=True)
+    params.evaluate.metrics = ["psnr_y"]
+    gen_file = eval_run["models"]["l1_vgg"] / "model" / "generator.safetensors"
+    res = evaluate(params, eval_run["data"], {"l1_vgg": gen_file}, tmp_path / "a")
+    assert res["l1_vgg"]["psnr_y"]["mean"] == pytest.approx(eval_run["result"]["l1_vgg"]["psnr_y"]["mean"])
+    assert "| l1_vgg † |" in (tmp_path / "a" / "table.md").read_text()  # model.json beside the file was read
+    from facesr.models import build_generator
+
+    p2 = params.model_copy(deep=True)
+    p2.data.scale = 2
+    save_generator(build_generator(p2), tmp_path / "x2", {"variant": "l1_vgg", "scale": 2})
+    assert load_generator(tmp_path / "x2")[1]["scale"] == 2
+    with pytest.raises(InputError, match="x2"):
+        evaluate(params, eval_run["data"], {"x2": tmp_path / "x2"}, tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+
+
+def test_untrained_models_are_marked_in_the_table(eval_run):
+    table = (eval_run["out"] / "table.md").read_text()
+    assert "| l1_vgg † |" in table and "| bicubic |" in table
+    assert "† model trained with untrained" in table
