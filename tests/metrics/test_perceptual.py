@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +88,8 @@ def test_pieapp_equals_piq_on_the_same_state_dict(weights_dir: Path, tmp_path: P
 
     _fake_pieapp_file(weights_dir / "PieAPPv0.1.pth", seed=5)
     torch_home = tmp_path / "torch"
-    _fake_pieapp_file(torch_home / "hub" / "checkpoints" / "PieAPPv0.1.pth", seed=5)
+    (torch_home / "hub" / "checkpoints").mkdir(parents=True)
+    shutil.copy(weights_dir / "PieAPPv0.1.pth", torch_home / "hub" / "checkpoints" / "PieAPPv0.1.pth")
     monkeypatch.setenv("TORCH_HOME", str(torch_home))
     old_hub = torch.hub.get_dir()
     torch.hub.set_dir(str(torch_home / "hub"))
