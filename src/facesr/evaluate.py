@@ -371,7 +371,9 @@ def render_table(metrics: dict[str, Any], diffs: dict[str, Any], status: dict[st
     for m, st in status.items():
         if st["weights"] in ("real", "untrained", "missing"):
             prov = st.get("provenance") or {}
-            what = {"real": f"weights {prov.get('file')} (sha256 {str(prov.get('sha256'))[:12]}…)",
+            check = str(prov.get("check", "ok"))
+            unverified = "" if check == "ok" else f"; {check.removeprefix('ok ').strip('()')}: NOT verified as the published file"
+            what = {"real": f"weights {prov.get('file')} (sha256 {str(prov.get('sha256'))[:12]}…{unverified})",
                     "untrained": "UNTRAINED (random) weights: scores are not comparable with published numbers",
                     "missing": f"missing: {st.get('reason')}"}[st["weights"]]
             if st.get("settings"):

@@ -95,6 +95,8 @@ def test_weights_status_is_reported_never_a_fake_number(eval_run):
     assert "forest" in manifest["metrics"]["ma"]["reason"] and "forest" in manifest["metrics"]["pi"]["reason"]
     table = (eval_run["out"] / "table.md").read_text()
     assert "(untrained)" in table and "missing" in table
+    # the fake NIQE/BRISQUE files have no pinned digest: the footnote says they are not verified
+    assert table.count("NOT verified") == 2
 
 
 def test_bicubic_psnr_agrees_with_an_independent_computation(eval_run):

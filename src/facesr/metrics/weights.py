@@ -36,4 +36,6 @@ def locate(name: str) -> WeightInfo:
     except WeightsMissingError as exc:
         return WeightInfo(name, "missing", None, str(exc), prov)
     prov["sha256"] = project_weights.file_digest(path)
+    # "ok", or "ok (UNPINNED ...)" / "ok (TRUSTED ...)" when the digest could not be checked: said in the table
+    prov["check"] = str(project_weights.status(name).get("state", "ok"))
     return WeightInfo(name, "real", path, None, prov)
