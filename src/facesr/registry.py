@@ -693,18 +693,17 @@ def promote(params: Any, version: str | int | None = None, force: bool = False, 
                 d = Decision(True, "first champion (no champion yet)", {})
             else:
                 if mv.tags.get(TAG + "data_hash") != champ.tags.get(TAG + "data_hash"):
-                    d = Decision(False, f"not comparable: data hash {mv.tags.get(TAG + 'data_hash')} differs from the "
-                                        f"champion's {champ.tags.get(TAG + 'data_hash')}; evaluate both on the same "
-                                        "prepared data")
-                    _record(client, name, ver, d, extra)
-                    raise UserError(f"promote {name} v{ver}: refused: {d.reason}")
-                try:
-                    d = decide(params.registry.promotion, per_image_rows(client, mv), per_image_rows(client, champ),
-                               n_boot=params.evaluate.bootstrap, seed=params.seed)
-                except UserError as exc:
-                    d = Decision(False, f"not comparable: {exc}")
-                    _record(client, name, ver, d, extra)
-                    raise UserError(f"promote {name} v{ver}: refused: {exc}") from None
+                    d = Decision(False, f"not comparable: the test data differ (data hash "
+                                        f"{mv.tags.get(TAG + 'data_hash')} vs the champion's "
+                                        f"{champ.tags.get(TAG + 'data_hash')}); evaluate both models on the same "
+                                        "prepared data, or promote with --force --reason after checking",
+                                 {"comparable": False})
+                else:
+                    try:
+                        d = decide(params.registry.promotion, per_image_rows(client, mv),
+                                   per_image_rows(client, champ), n_boot=params.evaluate.bootstrap, seed=params.seed)
+                    except UserError as exc:
+                        d = Decision(False, f"not comparable: {exc}", {"comparable": False})
                 d.numbers["champion_version"] = str(champ.version)
             _record(client, name, ver, d, extra)
             if d.promote:

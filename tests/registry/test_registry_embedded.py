@@ -179,8 +179,15 @@ def test_different_test_data_is_refused(workspace, repo_root, capsys, monkeypatc
     assert cli(repo_root, "register", "--eval", str(ev2), "--model", f"l1_vgg={ws['l1_vgg']}",
                "--data", str(ws["data"])) == 0
     capsys.readouterr()
-    assert cli(repo_root, "promote") == 2
-    assert "data hash" in capsys.readouterr().err
+    assert cli(repo_root, "promote") == 0  # a refusal, recorded; the pipeline goes on
+    out = capsys.readouterr().out
+    assert "REFUSED: not comparable: the test data differ" in out
+    from mlflow import MlflowClient
+
+    c = MlflowClient(db(ws["root"]), db(ws["root"]))
+    ch = c.get_model_version_by_alias("facesr", "challenger")
+    assert str(c.get_model_version_by_alias("facesr", "champion").version) != str(ch.version)
+    assert ch.tags["facesr.promotion.decision"] == "refused"
 
 
 def test_promotion_lock_serialises(workspace):

@@ -41,8 +41,9 @@ def register(app, eval_dir, models, data) -> None:
 def promote(app, version, force, reason) -> None:
     """Move alias 'champion' to the challenger when the promotion policy passes (params registry.promotion).
 
-    Exit 0 when promoted, already champion, or refused by the policy (the reason is printed and recorded as tags on
-    the version); exit 2 when the versions cannot be compared or the model used untrained weights.
+    Exit 0 when promoted, already champion, or refused (worse, not significant, a guard failed, or not comparable:
+    other test data); the reason is printed and recorded as tags on the version. Exit 2 when there is no challenger,
+    the version is unknown, --force lacks --reason, or the model used untrained weights and the profile forbids it.
     """
     from facesr import registry
 
