@@ -24,7 +24,7 @@ FRAMEWORKS = ["terraform", "kubernetes", "dockerfile", "secrets"]
 def scan(rendered, tmp_path_factory):
     if not CHECKOV.exists():
         if os.environ.get("CI"):
-            pytest.fail("checkov missing: scripts/setup.sh should have run infra/scripts/setup-scan.sh")
+            pytest.fail("checkov missing: scripts/test.sh should have run infra/scripts/setup-scan.sh")
         pytest.skip("checkov not installed: run infra/scripts/setup-scan.sh")
     tree = tmp_path_factory.mktemp("scan") / "infra"
     shutil.copytree(INFRA, tree, ignore=shutil.ignore_patterns(".terraform", "*.tfstate*"))
@@ -81,11 +81,11 @@ def test_every_skip_is_justified(scan):
             assert len(m.group(2).lstrip(":").strip()) > 20, f"{f.name}: {m.group(1)}"
 
 
-def test_setup_scan_is_idempotent_and_wired_into_setup():
-    """scripts/setup.sh calls setup-scan.sh before its own early exit; a second run with an up-to-date stamp is a no-op."""
-    setup = (REPO / "scripts" / "setup.sh").read_text()
-    call = setup.index("infra/scripts/setup-scan.sh")
-    assert call < setup.index("exit 0"), "setup-scan.sh must run before setup.sh's early exit"
+def test_setup_scan_is_idempotent_and_wired_into_the_test_command():
+    """scripts/test.sh (the README's test command) calls setup-scan.sh before pytest; a second run is a no-op."""
+    test_cmd = (REPO / "scripts" / "test.sh").read_text()
+    call = test_cmd.index("infra/scripts/setup-scan.sh")
+    assert call < test_cmd.index("pytest"), "setup-scan.sh must run before the tests"
     stamp = REPO / ".venv-checkov" / ".facesr-scan-installed"
     if not stamp.exists():
         pytest.skip("scan venv not installed here")
