@@ -9,8 +9,8 @@ Tiling: the LR image is cut into ``tile x tile`` cores; each core is run inside 
 ``overlap`` LR pixels on every side (shifted inwards at the image border, so every window of an image has the same
 shape and windows are batched), and only the core's part of the output is kept. When the generator's receptive field
 radius (in LR pixels) is at most ``overlap``, the tiled result equals the untiled one up to float rounding: no seams.
-The default RRDBNet (23 blocks) has a large receptive field; its influence decays fast, and ``overlap=32`` keeps the
-difference far below one grey level in practice.
+The default RRDBNet (23 blocks) has a receptive field larger than ``overlap=32``: the results are then close to, not
+identical with, the untiled ones; raise ``overlap`` or use ``tile=0`` if seams show.
 """
 
 from __future__ import annotations
