@@ -42,4 +42,7 @@ for receipt in outputs/registry/register.txt outputs/registry/promote.txt; do
   echo "   $receipt:"
   sed 's/^/     /' "$receipt"
 done
-echo "   aliases: facesr lineage models:/$(param registry.model_name)@champion  (or @challenger)"
+name=$(param registry.model_name)
+for alias in champion challenger; do
+  if facesr lineage "models:/$name@$alias" 2>/dev/null; then break; fi
+done

@@ -166,18 +166,18 @@ def test_push_to_s3_and_pull_into_a_fresh_clone(project, tmp_path):
         boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
                      aws_secret_access_key="testing").create_bucket(Bucket="facesr-dvc")
         # the remote (no credentials in it) is committed with the lock file; credentials come from the environment
-        _run(["dvc", "remote", "add", "-d", "s3", "s3://facesr-dvc/store"], root, env)
+        _run(["dvc", "remote", "add", "s3", "s3://facesr-dvc/store"], root, env)
         _run(["dvc", "remote", "modify", "s3", "endpointurl", endpoint], root, env)
         assert "testing" not in (root / ".dvc" / "config").read_text()
         _run(["git", "add", "-A"], root, env)
         _run(["git", "commit", "-q", "-m", "pipeline run and s3 remote"], root, env)
-        pushed = _run(["dvc", "push"], root, env)
+        pushed = _run(["dvc", "push", "-r", "s3"], root, env)
         assert re.search(r"\d+ files? pushed", pushed), pushed
 
         clone = tmp_path / "clone"
         _run(["git", "clone", "-q", str(root), str(clone)], tmp_path, env)
         assert not (clone / "data" / "prepared").exists()
-        _run(["dvc", "pull"], clone, env)
+        _run(["dvc", "pull", "-r", "s3"], clone, env)
         rels = ["data/raw", "data/prepared", "outputs/train/l1_vgg/model", "outputs/train/l1_vgg_pieapp/model",
                 "outputs/eval/metrics.json", "outputs/eval/grids"]
         original, pulled = _digest_tree(root, rels), _digest_tree(clone, rels)
@@ -217,3 +217,23 @@ def test_training_param_change_reruns_training_evaluation_registration_only(proj
     # a real re-training with the new learning rate, not a resume of the previous run's finished checkpoint
     after = {v: _gen_sha(root, v) for v in ("l1_vgg", "l1_vgg_pieapp")}
     assert all(after[v] != before[v] for v in before)
+
+
+def test_main_script_on_a_finished_pipeline_runs_nothing_and_prints_the_results(project):
+    """scripts/main.sh a second time: setup is a no-op, dvc repro runs no stage, the results are printed."""
+    root, env = project["root"], project["env"]
+    stamp = REPO / ".venv" / ".facesr-installed"
+    want = hashlib.sha256((REPO / "requirements.lock").read_bytes() + (REPO / "pyproject.toml").read_bytes()).hexdigest()
+    if BIN != REPO / ".venv" / "bin" or not stamp.is_file() or stamp.read_text().strip() != want:
+        pytest.skip("needs the project's .venv, installed from the current lock (setup.sh must be a no-op)")
+    (root / ".venv").symlink_to(REPO / ".venv")
+    with open(root / ".git" / "info" / "exclude", "a") as f:
+        f.write("/.venv\n")
+    out = _run(["bash", "scripts/main.sh"], root, env, timeout=600)
+    assert _ran(out) == set()
+    assert (root / "outputs/eval/table.md").read_text().strip() in out
+    assert "outputs/eval/grids/" in out
+    assert re.search(r"registered facesr v\d+ \(l1_vgg(_pieapp)?\) as 'challenger'", out)
+    assert re.search(r"PROMOTED|REFUSED", out)
+    assert re.search(r"registry version +facesr v\d+ \(aliases: [a-z, ]*(champion|challenger)", out)  # lineage
+    assert (root / ".dvc-remote").is_dir() and any((root / ".dvc-remote").rglob("*"))  # pushed to the local remote
