@@ -296,6 +296,9 @@ class EpochStream:
             drop_last=True,
             persistent_workers=False,
             prefetch_factor=4 if workers > 0 else None,
+            # the loader's own seed from a private generator: the global RNG is not consumed, so resuming mid-epoch
+            # leaves it exactly as an uninterrupted run has it
+            generator=torch.Generator().manual_seed(self.params.seed * 100_003 + epoch),
         )
         return iter(loader)
 

@@ -93,6 +93,7 @@ def test_resume_is_exact(params_ci, prepared, tmp_path, stop, variant):
     for key in ("generator", "discriminator"):
         assert _same_state(full[key], cut[key]), key
     assert _same_state(full["ema"]["shadow"], cut["ema"]["shadow"])
+    assert torch.equal(full["rng"]["torch"], cut["rng"]["torch"])  # the global RNG continues as if never stopped
     assert full["opt_g"]["param_groups"][0]["lr"] == cut["opt_g"]["param_groups"][0]["lr"] < p.train.lr_g
     assert _same_state(_weights(tmp_path / "full"), _weights(tmp_path / "cut"))
     steps = [json.loads(x)["step"] for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
