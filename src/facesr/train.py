@@ -430,6 +430,11 @@ def _train(
         for p in gen_loss.parameters():
             p.requires_grad_(False)
     provenance = dict(getattr(gen_loss, "provenance", {}) or {})
+    if tp.batch_size < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in d.modules()):
+        raise ParamsError(
+            "train.batch_size: the discriminator uses batch-norm, which needs at least 2 images per batch (per "
+            f"process); got {tp.batch_size}"
+        )
 
     ema = EMA(g, tp.ema_decay)
     adam_kw: dict[str, Any] = {"betas": tuple(tp.betas)}

@@ -196,3 +196,32 @@ def test_ddp_two_gloo_processes(params_file, prepared, tmp_path):
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, s["total_steps"] + 1))
     assert _weights(out)
+
+
+def test_init_from_skips_pretraining_and_bf16_on_cpu(params_ci, prepared, tmp_path):
+    first = tmp_path / "first"
+    train_mod.train(params_ci(train__max_steps=1, seed=1), prepared, "l1_vgg", first, False, progress=False)
+    init = first / "model" / "generator.safetensors"
+    p = params_ci(train__max_steps=2, train__init_from=str(init), train__amp="bf16")
+    s = train_mod.train(p, prepared, "l1_vgg", tmp_path / "second", False, progress=False)
+    assert s["pretrain_steps"] == 0 and s["steps"] == 2 and s["amp"] == "bfloat16"
+    rows = [json.loads(x) for x in (tmp_path / "second" / "metrics.jsonl").read_text().splitlines()]
+    assert {r["phase"] for r in rows} == {"gan"}
+    w = _weights(tmp_path / "second")
+    assert all(torch.isfinite(v).all() for v in w.values())
+    # G (and its EMA) started from the loaded (seed 1) weights: closer to them than the same run from scratch (seed 0)
+    p_scratch = params_ci(train__max_steps=2, train__pretrain_steps=0, train__amp="bf16")
+    train_mod.train(p_scratch, prepared, "l1_vgg", tmp_path / "scratch", False, progress=False)
+    w0, ws = load_file(str(init)), _weights(tmp_path / "scratch")
+
+    def dist(a):
+        return sum(float((a[k].float() - w0[k].float()).abs().sum()) for k in w0)
+
+    assert 0 < dist(w) < dist(ws)
+
+
+def test_batch_of_one_is_refused(params_ci, prepared, tmp_path):
+    from facesr.errors import ParamsError
+
+    with pytest.raises(ParamsError, match="train.batch_size"):
+        train_mod.train(params_ci(train__batch_size=1), prepared, "l1_vgg", tmp_path / "o", False, progress=False)
