@@ -132,6 +132,8 @@ def _measure(params: Params, variant: str, device: torch.device, s: Setting, ste
     from facesr import train as tr
 
     torch.backends.cudnn.benchmark = s.cudnn_benchmark
+    if device.type == "cuda":  # as facesr.train: TF32 matmuls when optimised; PyTorch's default (off) for the reference
+        torch.backends.cuda.matmul.allow_tf32 = s.cudnn_benchmark
     tr.seed_everything(params.seed)
     comp = tr.build_components(params, variant, device)
     fmt = torch.channels_last if s.channels_last else torch.contiguous_format
@@ -254,6 +256,20 @@ def _measure(params: Params, variant: str, device: torch.device, s: Setting, ste
     }
 
 
+def _run_all(params: Params, variants: list[str], device: torch.device, reference: bool, steps: int, warmup: int,
+             dataset: Any, infer_size: int) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for v in variants:
+        ref_ips = None
+        for s in settings_for(params, device, reference):
+            r = _measure(params, v, device, s, steps, warmup, dataset, infer_size)
+            if s.name == "reference":
+                ref_ips = r["imgs_per_s"]
+            r["speedup"] = r["imgs_per_s"] / ref_ips if ref_ips else None
+            rows.append(r)
+    return rows
+
+
 def bench(params: Params, variants: list[str] | None = None, *, steps: int = 3, warmup: int = 1,
           data: Path | None = None, reference: bool = True, infer_size: int = 64) -> dict[str, Any]:
     """Measure each variant in each configuration; returns {"device", "profile", "rows": [...]}."""
@@ -273,14 +289,11 @@ def bench(params: Params, variants: list[str] | None = None, *, steps: int = 3, 
         n = max(params.train.batch_size * 4, 16)
         dataset = _SyntheticPatches(n, params.data.hr_size, params.data.scale)
     rows: list[dict[str, Any]] = []
-    for v in variants:
-        ref_ips = None
-        for s in settings_for(params, device, reference):
-            r = _measure(params, v, device, s, steps, warmup, dataset, infer_size)
-            if s.name == "reference":
-                ref_ips = r["imgs_per_s"]
-            r["speedup"] = r["imgs_per_s"] / ref_ips if ref_ips else None
-            rows.append(r)
+    saved_benchmark = torch.backends.cudnn.benchmark
+    try:
+        rows = _run_all(params, variants, device, reference, steps, warmup, dataset, infer_size)
+    finally:
+        torch.backends.cudnn.benchmark = saved_benchmark
     info = {
         "device": str(device) if device.type != "cuda" else f"cuda ({torch.cuda.get_device_name(device)})",
         "threads": torch.get_num_threads(),

@@ -379,9 +379,14 @@ def train(
 
     tp = params.train
     dist = init_distributed(tp.device)
+    # process-wide switches _train may flip; restored afterwards (callers such as tests share the process)
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.benchmark)
     try:
         return _train(params, data, data_sha, variant, out, resume, dist, stop_at_step, progress)
     finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.benchmark = saved[2]
         if dist.initialised_here:
             import torch.distributed as tdist
 
