@@ -21,7 +21,6 @@ Output folder (docs/architecture.md section 3)::
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import csv
 import io

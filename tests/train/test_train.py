@@ -12,7 +12,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import _standins
 from facesr import train as train_mod
 from facesr.cli.main import main as cli_main
 from facesr.errors import InputError, UserError
@@ -182,10 +181,9 @@ def test_cli_trains(params_file, prepared, tmp_path, capsys):
 @pytest.mark.slow
 def test_ddp_two_gloo_processes(params_file, prepared, tmp_path):
     out = tmp_path / "ddp"
-    fake_data = "1" if train_mod.make_dataset is _standins.fake_dataset else "0"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(Path(__file__).parent / "_ddp_runner.py"), str(params_file), str(prepared), str(out), fake_data]
+           str(Path(__file__).parent / "_ddp_runner.py"), str(params_file), str(prepared), str(out)]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     s = json.loads((out / "train_summary.json").read_text())
