@@ -665,6 +665,15 @@ def _train(
         if pbar is not None:
             pbar.close()
 
+    if dist.world > 1:  # DDP keeps the replicas identical; check it before rank 0 saves (cheap: one number each)
+        import torch.distributed as tdist
+
+        with torch.no_grad():
+            mine = torch.stack([p.double().sum() for p in _unwrap(g).parameters()]).sum().reshape(1).to(device)
+        every = [torch.zeros_like(mine) for _ in range(dist.world)]
+        tdist.all_gather(every, mine)
+        if any(not torch.equal(every[0], x) for x in every):
+            raise FacesrError(f"DDP: the generator replicas diverged ({[float(x) for x in every]}); not saving")
     elapsed = time.perf_counter() - t_start
     if step < total:  # stopped on purpose (stop_at_step)
         return {"format": SUMMARY_FORMAT, "variant": variant, "step": step, "total_steps": total, "finished": False}
