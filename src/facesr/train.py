@@ -458,13 +458,22 @@ def _train(
 
     step = 0
     if resume and (out / "checkpoints" / "last.pt").exists():
-        ck = torch.load(out / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+        try:
+            ck = torch.load(out / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - truncated/foreign files: one clear message
+            raise InputError(
+                f"{out}/checkpoints/last.pt: unreadable checkpoint ({type(exc).__name__}: {str(exc)[:200]}); delete it "
+                "to start again"
+            ) from None
         if ck.get("format") != CHECKPOINT_FORMAT:
             raise InputError(f"{out}/checkpoints/last.pt: not a facesr checkpoint (format {ck.get('format')!r})")
         if ck.get("variant") != variant:
             raise UserError(f"--resume: {out} was trained as variant {ck.get('variant')!r}, not {variant!r}")
         if ck.get("data_manifest_sha256") != data_sha:
             log.warning("--resume: the prepared data changed since the checkpoint (manifest sha256 differs)")
+        if ck.get("params_hash") != params.hash():
+            log.warning("--resume: params differ from the checkpoint's; continuing (only max_steps/epochs changes keep "
+                        "the run identical to an uninterrupted one)")
         try:
             g.load_state_dict(ck["generator"])
             d.load_state_dict(ck["discriminator"])

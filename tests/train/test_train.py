@@ -223,3 +223,11 @@ def test_batch_of_one_is_refused(params_ci, prepared, tmp_path):
 
     with pytest.raises(ParamsError, match="train.batch_size"):
         train_mod.train(params_ci(train__batch_size=1), prepared, "l1_vgg", tmp_path / "o", False, progress=False)
+
+
+def test_unreadable_checkpoint_is_an_input_error(params_ci, prepared, tmp_path):
+    out = tmp_path / "o"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="last.pt"):
+        train_mod.train(params_ci(), prepared, "l1_vgg", out, True, progress=False)
