@@ -171,3 +171,22 @@ def test_load_init_weights_errors(tmp_path):
 def test_infer_arch():
     assert infer_arch(RRDBNet(num_feat=8, num_block=3, num_grow_ch=4, scale=2).state_dict()) == {
         "num_in_ch": 3, "num_out_ch": 3, "num_feat": 8, "num_block": 3, "num_grow_ch": 4, "scale": 2}
+
+
+def test_same_weights_give_identical_bytes_and_a_bare_file_keeps_its_arch(tmp_path):
+    """DVC and MLflow compare models by file hash: saving the same weights twice must give the same bytes."""
+    torch.manual_seed(0)
+    net = RRDBNet(num_feat=8, num_block=1, num_grow_ch=4, scale=4)
+    digests = set()
+    for i in range(4):
+        folder = tmp_path / f"m{i}"
+        save_generator(net, folder, {"variant": "l1_vgg"})
+        digests.add((folder / "generator.safetensors").read_bytes())
+    assert len(digests) == 1
+    # the architecture travels inside the .safetensors too: a bare file (no model.json beside it) loads as scale 4
+    bare = tmp_path / "bare" / "g.safetensors"
+    bare.parent.mkdir()
+    bare.write_bytes(digests.pop())
+    model, meta = load_generator(bare)
+    assert model.config()["scale"] == 4 and model.config()["num_feat"] == 8
+    assert model(torch.rand(1, 3, 8, 8)).shape == (1, 3, 32, 32)

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -24,11 +25,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from facesr.errors import InputError
-from facesr.fsutil import atomic_dir, atomic_write_json, sha256_file
+from facesr.fsutil import atomic_dir, atomic_write_json, canonical_json, sha256_file
 
 MODEL_FORMAT = "facesr.model/1"
 WEIGHTS_FILE = "generator.safetensors"
 META_FILE = "model.json"
+ST_META_KEY = "facesr"  # the safetensors metadata entry that holds our architecture as canonical JSON
 _ARCH_KEYS = ("num_in_ch", "num_out_ch", "num_feat", "num_block", "num_grow_ch", "scale")
 
 
@@ -61,7 +63,9 @@ def save_generator(model: nn.Module, folder: str | os.PathLike[str], meta: Mappi
     info.setdefault("facesr_version", _facesr_version())
     folder = Path(folder)
     with atomic_dir(folder) as tmp:
-        st_meta = {"format": MODEL_FORMAT, **{k: str(v) for k, v in arch.items()}}
+        # one metadata entry holding canonical JSON: safetensors writes a metadata map in arbitrary order, and
+        # identical weights must give identical bytes (DVC and MLflow compare files by hash)
+        st_meta = {ST_META_KEY: canonical_json({"format": MODEL_FORMAT, **{k: str(v) for k, v in arch.items()}})}
         save_file(state, str(tmp / WEIGHTS_FILE), metadata=st_meta)
         info["generator_sha256"] = sha256_file(tmp / WEIGHTS_FILE)
         atomic_write_json(tmp / META_FILE, info)
@@ -97,6 +101,13 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
         state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise InputError(f"{path}: not a readable safetensors file ({exc})") from None
+    if ST_META_KEY in st_meta:  # our layout: one canonical-JSON entry; files written by other tools keep flat keys
+        try:
+            packed = json.loads(st_meta.pop(ST_META_KEY))
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}: malformed '{ST_META_KEY}' metadata ({exc})") from None
+        if isinstance(packed, dict):
+            st_meta.update({str(k): str(v) for k, v in packed.items()})
     return state, st_meta
 
 
