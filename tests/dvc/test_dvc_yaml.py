@@ -82,3 +82,10 @@ def test_dvc_parses_the_pipeline():
     assert {("ingest", "prepare"), ("prepare", "train@l1_vgg"), ("prepare", "train@l1_vgg_pieapp"),
             ("train@l1_vgg", "evaluate"), ("train@l1_vgg_pieapp", "evaluate"), ("evaluate", "register"),
             ("register", "promote")} <= edges
+
+
+def test_ingest_depends_on_the_bundled_sample():
+    """With the embedded default source, a change to the bundled faces must re-run ingest (and all after it)."""
+    stages = yaml.safe_load((Path(__file__).resolve().parents[2] / "dvc.yaml").read_text())["stages"]
+    assert "src/facesr/data/sample" in stages["ingest"]["deps"]
+    assert (Path(__file__).resolve().parents[2] / "src/facesr/data/sample").is_dir()
