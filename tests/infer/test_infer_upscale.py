@@ -9,7 +9,7 @@ from PIL import Image
 
 from facesr import infer
 from facesr.cli.main import main
-from facesr_standin import make_model_dir, models_api
+from tiny_models import make_model_dir, models_api
 
 
 @pytest.fixture()

@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "infer"))
 
-from facesr_standin import make_model_dir  # noqa: E402
+from tiny_models import make_model_dir  # noqa: E402
 
 METRICS = ("psnr_y", "ssim_y", "lpips")
 
