@@ -48,6 +48,7 @@ from facesr.fsutil import atomic_dir, atomic_write_bytes, atomic_write_json, ato
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "facesr.checkpoint/1"
+CHECKPOINT_INPUTS = "inputs.json"  # beside last.pt: the params hash, data hash and variant it was made with
 SUMMARY_FORMAT = "facesr.train_summary/1"
 CSV_COLUMNS = ("step", "phase", "epoch", "loss_g", "loss_d", "lr", "lr_d", "imgs_per_s")
 
@@ -322,6 +323,27 @@ def total_steps(params: Params, steps_per_epoch: int) -> tuple[int, int]:
     return pre, gan
 
 
+def _checkpoint_is_stale(out: Path, variant: str, params_hash: str, data_sha: str) -> bool:
+    """True when ``out``'s checkpoint was made with other params, other prepared data or another variant."""
+    ckpt = out / "checkpoints" / "last.pt"
+    if not ckpt.exists():
+        return False
+    sidecar = out / "checkpoints" / CHECKPOINT_INPUTS
+    try:
+        made_with = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):  # no record of its inputs: it cannot be shown to match
+        log.warning("%s: no readable %s; treating the checkpoint as made with other inputs", ckpt, CHECKPOINT_INPUTS)
+        return True
+    changed = [what for what, now, then in (
+        ("variant", variant, made_with.get("variant")),
+        ("params", params_hash, made_with.get("params_hash")),
+        ("prepared data", data_sha, made_with.get("data_manifest_sha256")),
+    ) if now != then]
+    if changed:
+        log.warning("--restart-if-changed: %s changed since %s was written; starting over", " and ".join(changed), ckpt)
+    return bool(changed)
+
+
 def _read_metrics(path: Path, upto: int) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     if path.is_file():
@@ -356,12 +378,15 @@ def train(
     *,
     stop_at_step: int | None = None,
     progress: bool = True,
+    restart_if_changed: bool = False,
 ) -> dict[str, Any]:
     """Train one variant on a prepared folder; write the model folder; return the summary.
 
     ``stop_at_step`` (for tests and preemption drills) checkpoints and returns after that global step, as if killed.
     Without ``resume``, an ``out`` that already holds a run is refused (delete it or pass --resume); with ``resume``,
-    training continues from ``out/checkpoints/last.pt`` and a finished run is left as it is.
+    training continues from ``out/checkpoints/last.pt`` and a finished run is left as it is. With
+    ``restart_if_changed`` too, a checkpoint made with other params or other prepared data is discarded and training
+    starts over (what a pipeline re-run after a params or data change needs; an interruption still resumes exactly).
     """
     data, out = Path(data), Path(out)
     if variant not in VARIANTS:
@@ -375,14 +400,18 @@ def train(
             f"--out {out}: already holds a training run; pass --resume to continue it, or delete the folder / choose "
             "another --out to start again"
         )
+    stale = resume and restart_if_changed and _checkpoint_is_stale(out, variant, params.hash(), data_sha)
 
     tp = params.train
     dist = init_distributed(tp.device)
     # process-wide switches _train may flip; restored afterwards (callers such as tests share the process)
     saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
              torch.backends.cudnn.benchmark)
+    if stale and dist.main:
+        for name in ("last.pt", CHECKPOINT_INPUTS):
+            (out / "checkpoints" / name).unlink(missing_ok=True)
     try:
-        return _train(params, data, data_sha, variant, out, resume, dist, stop_at_step, progress)
+        return _train(params, data, data_sha, variant, out, resume and not stale, dist, stop_at_step, progress)
     finally:
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
         torch.backends.cudnn.benchmark = saved[2]
@@ -552,6 +581,10 @@ def _train(
         buf = io.BytesIO()
         torch.save(state, buf)
         atomic_write_bytes(out / "checkpoints" / "last.pt", buf.getvalue())
+        # what the checkpoint was made with, readable without loading it (--restart-if-changed reads this)
+        atomic_write_json(out / "checkpoints" / CHECKPOINT_INPUTS,
+                          {"variant": variant, "step": step, "params_hash": state["params_hash"],
+                           "data_manifest_sha256": data_sha})
         _write_csv(out / "plots" / "train_log.csv", rows)
 
     pbar = None

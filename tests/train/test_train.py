@@ -107,6 +107,28 @@ def test_longer_max_steps_continues_a_finished_run(params_ci, prepared, tmp_path
     assert _same_state(_weights(tmp_path / "full"), _weights(tmp_path / "x"))
 
 
+def test_restart_if_changed_resumes_same_inputs_and_restarts_on_a_params_change(params_ci, prepared, tmp_path):
+    """What a pipeline re-run needs: an interruption resumes exactly; a changed param starts over (not continues)."""
+    p = params_ci(train__max_steps=4, train__checkpoint_every=100)
+    train_mod.train(p, prepared, "l1_vgg", tmp_path / "full", False, progress=False)
+    # interrupted, then re-run with the same inputs: resumed exactly, as with plain --resume
+    train_mod.train(p, prepared, "l1_vgg", tmp_path / "cut", False, progress=False, stop_at_step=3)
+    train_mod.train(p, prepared, "l1_vgg", tmp_path / "cut", True, progress=False, restart_if_changed=True)
+    assert _same_state(_weights(tmp_path / "full"), _weights(tmp_path / "cut"))
+    # a params change: the finished run is not continued (plain --resume would say "nothing to do") but redone,
+    # ending exactly where a fresh run with the new params ends
+    p2 = params_ci(train__max_steps=4, train__checkpoint_every=100, train__lr_g=3e-4)
+    train_mod.train(p2, prepared, "l1_vgg", tmp_path / "fresh2", False, progress=False)
+    s = train_mod.train(p2, prepared, "l1_vgg", tmp_path / "cut", True, progress=False, restart_if_changed=True)
+    assert not s.get("resumed_noop")
+    assert _same_state(_weights(tmp_path / "fresh2"), _weights(tmp_path / "cut"))
+    assert not _same_state(_weights(tmp_path / "full"), _weights(tmp_path / "cut"))
+    made_with = json.loads((tmp_path / "cut" / "checkpoints" / "inputs.json").read_text())
+    assert made_with["params_hash"] == p2.hash() and made_with["step"] == _ckpt(tmp_path / "cut")["step"]
+    steps = [json.loads(x)["step"] for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))  # the old run's log was not kept
+
+
 def test_existing_run_refused_and_resume_of_finished_is_noop(params_ci, prepared, tmp_path):
     p = params_ci()
     out = tmp_path / "out"
