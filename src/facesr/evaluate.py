@@ -15,7 +15,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from facesr.config import Params
+from facesr.data.dataset import TestPair, load_test_pairs
 from facesr.errors import InputError, UserError
 from facesr.fsutil import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file, tree_hash
 from facesr.metrics import LOWER_IS_BETTER, METRICS
@@ -45,13 +45,6 @@ TABLE_COLUMNS = [("psnr_y", "PSNR"), ("ssim_y", "SSIM"), ("lpips", "LPIPS*"), ("
                  ("pieapp", "PieAPP*")]
 EXTRA_COLUMNS = [("psnr_rgb", "PSNR (RGB)"), ("ssim_rgb", "SSIM (RGB)"), ("niqe", "NIQE*"), ("ma", "Ma")]
 VARIANT_A, VARIANT_B = "l1_vgg", "l1_vgg_pieapp"
-
-
-@dataclass
-class TestPair:
-    name: str
-    lr: np.ndarray  # uint8 HWC
-    hr: np.ndarray  # uint8 HWC
 
 
 # ---------------------------------------------------------------------------------------------------- statistics
@@ -118,54 +111,21 @@ def paired_scores(per_a: dict[str, float], per_b: dict[str, float]) -> tuple[lis
 # ---------------------------------------------------------------------------------------------------- inputs
 
 
-def _read_png(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read the image ({exc})") from None
-
-
-def _read_test_pairs_fallback(data: Path) -> list[TestPair]:
-    """The documented layout PREP/test/{hr,lr}/NAME.png, read directly (used only when facesr.data.dataset is absent)."""
-    hr_dir, lr_dir = data / "test" / "hr", data / "test" / "lr"
-    if not hr_dir.is_dir() or not lr_dir.is_dir():
-        raise InputError(f"{data}: no test/hr and test/lr folders; expected the output folder of `facesr prepare`")
-    pairs = []
-    for hr_path in sorted(hr_dir.glob("*.png")):
-        lr_path = lr_dir / hr_path.name
-        if not lr_path.is_file():
-            raise InputError(f"{lr_path}: missing (every test/hr image needs its test/lr pair)")
-        pairs.append(TestPair(hr_path.stem, _read_png(lr_path), _read_png(hr_path)))
-    return pairs
-
-
 def load_pairs(data: Path) -> list[TestPair]:
-    """The fixed test pairs, sorted by name (via facesr.data.dataset.load_test_pairs when it is installed)."""
+    """The fixed test pairs of a prepared folder, sorted by name."""
     if not data.is_dir():
         raise InputError(f"--data {data}: not a folder; expected the output folder of `facesr prepare`")
-    try:
-        from facesr.data.dataset import load_test_pairs
-    except ImportError:
-        pairs = _read_test_pairs_fallback(data)
-    else:
-        pairs = [TestPair(p.name, np.asarray(p.lr, dtype=np.uint8), np.asarray(p.hr, dtype=np.uint8))
-                 for p in load_test_pairs(data)]
+    pairs = load_test_pairs(data)
     if not pairs:
         raise InputError(f"{data}/test: no test pairs; expected test/hr/*.png and test/lr/*.png from `facesr prepare`")
-    return sorted(pairs, key=lambda p: p.name)
+    return pairs
 
 
 def load_full_lr(data: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
     """test/full_lr/NAME.png for the names that have one, centre-cropped to NIQE_MAX_LR_SIDE per side."""
     out = {}
     try:
-        from facesr.data.dataset import load_test_pairs
-
-        full = {p.name: np.asarray(p.lr, dtype=np.uint8) for p in load_test_pairs(data, full=True)}
-    except ImportError:
-        full = {n: _read_png(data / "test" / "full_lr" / f"{n}.png") for n in names
-                if (data / "test" / "full_lr" / f"{n}.png").is_file()}
+        full = {p.name: p.lr for p in load_test_pairs(data, full=True)}
     except InputError as exc:  # an older prepared folder without full images: NIQE is then reported n/a
         log.warning("evaluate: no full test images (%s); NIQE/PI not computed", exc)
         full = {}

@@ -221,6 +221,13 @@ def test_bad_inputs_are_user_errors_and_keep_earlier_output(eval_run, tmp_path: 
     bad.evaluate.metrics = ["psnr_y", "fid"]
     with pytest.raises(UserError, match="fid"):
         evaluate(bad, eval_run["data"], {}, out)
+    # a damaged test image in the prepared folder: one message naming the file
+    damaged = tmp_path / "prepared"
+    shutil.copytree(eval_run["data"], damaged)
+    victim = sorted((damaged / "test" / "lr").glob("*.png"))[0]
+    victim.write_bytes(victim.read_bytes()[:40])
+    with pytest.raises(InputError, match=victim.name):
+        evaluate(params, damaged, {}, out)
     assert (out / "metrics.json").read_bytes() == before
 
 

@@ -169,8 +169,11 @@ class TestPair:
 
 
 def _read_png(p: Path) -> np.ndarray:
-    with Image.open(p) as im:
-        return np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
+    try:
+        with Image.open(p) as im:
+            return np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
+    except (OSError, ValueError) as exc:  # truncated or foreign file in a prepared folder: name it
+        raise InputError(f"{p}: cannot read the test image ({exc})") from None
 
 
 def load_test_pairs(prepared_dir: Path, full: bool = False) -> list[TestPair]:
