@@ -173,34 +173,19 @@ def _measure(params: Params, variant: str, device: torch.device, s: Setting, ste
         b = next(it)
         lr, hr = to_dev(b["lr"]), to_dev(b["hr"])
         _sync(device)
-        t1 = time.perf_counter()
-        for p in d.parameters():
-            p.requires_grad_(False)
-        opt_g.zero_grad(set_to_none=True)
-        with autocast():
-            sr = g_run(lr)
-            real = d(hr).detach()
-            fake = d(sr)
-            loss_g, _ = loss_fn(sr, hr, real, fake)
-        _sync(device)
-        t2 = time.perf_counter()
-        loss_g.backward()
-        opt_g.step()
-        _sync(device)
-        t3 = time.perf_counter()
-        for p in d.parameters():
-            p.requires_grad_(True)
-        opt_d.zero_grad(set_to_none=True)
-        with autocast():
-            loss_d = comp.disc_loss(d_run(hr).float(), d_run(sr.detach()).float())
-        _sync(device)
-        t4 = time.perf_counter()
-        loss_d.backward()
-        opt_d.step()
+        times = {"data": time.perf_counter()}
+
+        def mark(phase: str) -> None:
+            _sync(device)
+            times[phase] = time.perf_counter()
+
+        # the trainer's own GAN step (facesr.train.gan_step), timed phase by phase
+        tr.gan_step(g_run, d, d, d_run, loss_fn, comp.disc_loss, opt_g, opt_d, lr, hr, autocast, mark=mark)
         ema.update(g)
-        _sync(device)
-        t5 = time.perf_counter()
-        return t1 - t0, (t2 - t1) + (t4 - t3), (t3 - t2) + (t5 - t4), hr.shape[0]
+        mark("ema")
+        fwd = (times["g_forward"] - times["data"]) + (times["d_forward"] - times["g_backward"])
+        bwd = (times["g_backward"] - times["g_forward"]) + (times["ema"] - times["d_forward"])
+        return times["data"] - t0, fwd, bwd, hr.shape[0]
 
     g.train()
     d.train()

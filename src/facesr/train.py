@@ -323,6 +323,60 @@ def total_steps(params: Params, steps_per_epoch: int) -> tuple[int, int]:
     return pre, gan
 
 
+def gan_step(
+    g_run: nn.Module,
+    d: nn.Module,
+    d_for_g: nn.Module,
+    d_for_d: nn.Module,
+    gen_loss: nn.Module,
+    disc_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    opt_g: torch.optim.Optimizer,
+    opt_d: torch.optim.Optimizer,
+    lr_t: torch.Tensor,
+    hr_t: torch.Tensor,
+    autocast: Callable[[], contextlib.AbstractContextManager[Any]],
+    *,
+    check: Callable[[str, torch.Tensor], None] | None = None,
+    mark: Callable[[str], None] | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+    """One GAN-phase step, ESRGAN style: a G step with D frozen, then a D step on real and fake batches apart.
+
+    ``d`` is the discriminator whose parameters are frozen for the G step; ``d_for_g`` is what the G step calls (D
+    without DDP gradient sync) and ``d_for_d`` what the D step calls (DDP-wrapped or compiled). ``check(which, loss)``
+    may raise on a bad loss before its backward; ``mark(phase)`` is called after "g_forward", "g_backward",
+    "d_forward" and "d_backward" (the bench times the phases with it). Returns (G loss, its terms, D loss).
+    """
+    check = check or (lambda which, loss: None)
+    mark = mark or (lambda phase: None)
+    for p in d.parameters():
+        p.requires_grad_(False)
+    opt_g.zero_grad(set_to_none=True)
+    with autocast():
+        sr = g_run(lr_t)
+        real_logits = d_for_g(hr_t).detach()
+        fake_logits = d_for_g(sr)
+        loss_g, terms = gen_loss(sr, hr_t, real_logits, fake_logits)
+    check("generator", loss_g)
+    mark("g_forward")
+    loss_g.backward()
+    opt_g.step()
+    mark("g_backward")
+    for p in d.parameters():
+        p.requires_grad_(True)
+    opt_d.zero_grad(set_to_none=True)
+    with autocast():
+        # separate calls, as BasicSR: D's batch-norm sees real and fake batches apart
+        real_d = d_for_d(hr_t)
+        fake_d = d_for_d(sr.detach())
+        loss_d = disc_loss(real_d.float(), fake_d.float())
+    check("discriminator", loss_d)
+    mark("d_forward")
+    loss_d.backward()
+    opt_d.step()
+    mark("d_backward")
+    return loss_g, terms, loss_d
+
+
 def _checkpoint_is_stale(out: Path, variant: str, params_hash: str, data_sha: str) -> bool:
     """True when ``out``'s checkpoint was made with other params, other prepared data or another variant."""
     ckpt = out / "checkpoints" / "last.pt"
@@ -627,39 +681,17 @@ def _train(
                 else:
                     g_ddp.train()
                     d_ddp.train()
-                    # --- G step: D frozen
-                    for p in d.parameters():
-                        p.requires_grad_(False)
-                    opt_g.zero_grad(set_to_none=True)
-                    with autocast():
-                        sr = g_ddp(lr_t)
-                        real_logits = d_plain(hr_t).detach()
-                        fake_logits = d_plain(sr)
-                        loss_g, t = gen_loss(sr, hr_t, real_logits, fake_logits)
-                    if not _finite(loss_g):
-                        raise NonFiniteLossError(
-                            f"non-finite generator loss at step {step + 1} ({variant}); stopped. The last good "
-                            f"checkpoint (step {last_good}) is in {out / 'checkpoints' / 'last.pt'}; lower train.lr_g"
-                        )
-                    loss_g.backward()
-                    opt_g.step()
+                    def check(which: str, loss: torch.Tensor, _step: int = step) -> None:
+                        if not _finite(loss):
+                            hint = "train.lr_g" if which == "generator" else "train.lr_d"
+                            raise NonFiniteLossError(
+                                f"non-finite {which} loss at step {_step + 1} ({variant}); stopped. The last good "
+                                f"checkpoint (step {last_good}) is in {out / 'checkpoints' / 'last.pt'}; lower {hint}"
+                            )
+
+                    loss_g, t, loss_d = gan_step(g_ddp, d, d_plain, d_ddp, gen_loss, disc_loss, opt_g, opt_d,
+                                                 lr_t, hr_t, autocast, check=check)
                     terms = {k: _item(v) for k, v in t.items()}
-                    # --- D step
-                    for p in d.parameters():
-                        p.requires_grad_(True)
-                    opt_d.zero_grad(set_to_none=True)
-                    with autocast():
-                        # separate calls, as BasicSR: D's batch-norm sees real and fake batches apart
-                        real_d = d_ddp(hr_t)
-                        fake_d = d_ddp(sr.detach())
-                        loss_d = disc_loss(real_d.float(), fake_d.float())
-                    if not _finite(loss_d):
-                        raise NonFiniteLossError(
-                            f"non-finite discriminator loss at step {step + 1} ({variant}); stopped. The last good "
-                            f"checkpoint (step {last_good}) is in {out / 'checkpoints' / 'last.pt'}; lower train.lr_d"
-                        )
-                    loss_d.backward()
-                    opt_d.step()
                     sched_g.step()
                     sched_d.step()
                     loss_d_val = _item(loss_d)
