@@ -73,3 +73,13 @@ def test_console_script_runs_in_a_subprocess(params_file: Path, tmp_path: Path) 
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert bad.returncode == 2
     assert "seed" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_every_verb_module_imports_and_registers_its_verbs() -> None:
+    """A verb module that fails to import is only warned about at run time; here it is a failure."""
+    from facesr.cli.main import BROKEN_VERBS, cli
+
+    assert BROKEN_VERBS == {}
+    expected = {"params", "ingest", "prepare", "train", "evaluate", "register", "promote", "lineage", "upscale",
+                "weights", "pipeline", "bench"}
+    assert expected <= set(cli.commands)
