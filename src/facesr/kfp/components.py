@@ -110,12 +110,10 @@ def register(
     """facesr register --eval EVAL --model NAME=DIR ... --data PREPARED; returns the version behind 'challenger'."""
     from facesr.kfp import runtime
 
-    sets = list(overrides) + ([f"registry.model_name={model_name}"] if model_name else [])
-    text = runtime.run_cli(["register", "--eval", evaluation.path, *runtime.model_args(models), "--data", data.path],
-                           profile=profile, overrides=sets, params_text=params_text, mlflow_uri=mlflow_uri,
-                           env=runtime.registry_env(run_id))
-    runtime.write_report(report.path, "facesr register", text)
-    return runtime.alias_version(model_name, "challenger", mlflow_uri) if model_name else ""
+    return runtime.registry_step(
+        ["register", "--eval", evaluation.path, *runtime.model_args(models), "--data", data.path], alias="challenger",
+        profile=profile, overrides=overrides, params_text=params_text, mlflow_uri=mlflow_uri, model_name=model_name,
+        run_id=run_id, report_path=report.path)
 
 
 def promote(
@@ -131,12 +129,10 @@ def promote(
     """facesr promote (the policy gate moves 'champion' only when the challenger is better); returns the champion."""
     from facesr.kfp import runtime
 
-    sets = list(overrides) + ([f"registry.model_name={model_name}"] if model_name else [])
-    args = ["promote"] + (["--version", registered_version] if registered_version else [])
-    text = runtime.run_cli(args, profile=profile, overrides=sets, params_text=params_text, mlflow_uri=mlflow_uri,
-                           env=runtime.registry_env(run_id))
-    runtime.write_report(report.path, "facesr promote", text)
-    return runtime.alias_version(model_name, "champion", mlflow_uri) if model_name else ""
+    return runtime.registry_step(
+        ["promote"] + (["--version", registered_version] if registered_version else []), alias="champion",
+        profile=profile, overrides=overrides, params_text=params_text, mlflow_uri=mlflow_uri, model_name=model_name,
+        run_id=run_id, report_path=report.path)
 
 
 STEP_FUNCTIONS: dict[str, Callable[..., object]] = {

@@ -289,6 +289,17 @@ def alias_version(model_name: str, alias: str, mlflow_uri: str = "") -> str:
         return ""
 
 
+def registry_step(args: list[str], *, alias: str, profile: str, overrides: Sequence[str], params_text: str,
+                  mlflow_uri: str, model_name: str, run_id: str, report_path: str) -> str:
+    """Run a registry verb (register, promote) for a pipeline task: the model name and pipeline run id travel to the
+    CLI, its output becomes the task's Markdown report; returns the version now behind ``alias`` ("" if unknown)."""
+    sets = list(overrides) + ([f"registry.model_name={model_name}"] if model_name else [])
+    text = run_cli(args, profile=profile, overrides=sets, params_text=params_text, mlflow_uri=mlflow_uri,
+                   env=registry_env(run_id))
+    write_report(report_path, f"facesr {args[0]}", text)
+    return alias_version(model_name, alias, mlflow_uri) if model_name else ""
+
+
 def write_report(out_path: str | os.PathLike[str], title: str, text: str) -> None:
     body = f"# {title}\n\n```\n{text.strip()}\n```\n"
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
