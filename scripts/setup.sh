@@ -14,10 +14,17 @@ want=$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/facesr ]; then
   exit 0
 fi
+# pip, minus one line a host's pip configuration can repeat hundreds of times (a find-links folder that is not
+# there); every other warning and error still shows, and pip's exit status is kept
+pip_() {
+  local rc=0
+  .venv/bin/python -m pip "$@" 2> >(grep -v "^WARNING: Location '.*' is ignored: it is neither a file nor a directory" >&2) || rc=$?
+  return $rc
+}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade "pip==25.3"
+pip_ install -q --upgrade "pip==25.3"
 echo "installing the locked dependency set (first time: a few minutes, ~6.6 GB with the CUDA build of torch)..." >&2
-.venv/bin/python -m pip install -q -r requirements.lock
-.venv/bin/python -m pip install -q --no-deps -e .
-.venv/bin/python -m pip check
+pip_ install -q -r requirements.lock
+pip_ install -q --no-deps -e .
+pip_ check
 echo "$want" > "$stamp"
