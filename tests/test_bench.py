@@ -1,10 +1,10 @@
-"""Smoke test of `facesr bench` on the tiniest setting: the printed table has its fields and sane values."""
+"""`facesr bench` on the tiniest setting (the printed table has its fields and sane values) and the target check."""
 
 from __future__ import annotations
 
 import json
 
-from facesr.bench import TABLE_FIELDS
+from facesr.bench import TABLE_FIELDS, target_lines
 from facesr.cli.main import main as cli_main
 
 
@@ -12,19 +12,45 @@ def test_bench_smoke(params_file, tmp_path, capsys):
     out = tmp_path / "bench.json"
     rc = cli_main(["--params", str(params_file), "--profile", "ci", "--set", "data.hr_size=32", "--set",
                    "train.batch_size=2", "bench", "--variant", "l1_vgg", "--steps", "1", "--warmup", "1",
-                   "--infer-size", "8", "--json", str(out)])
+                   "--repeat", "3", "--infer-size", "8", "--json", str(out)])
     printed = capsys.readouterr().out
     assert rc == 0, printed
     lines = [ln for ln in printed.splitlines() if ln.strip()]
     header = next(i for i, ln in enumerate(lines) if ln.split()[:2] == ["variant", "config"])
     assert lines[header].split() == list(TABLE_FIELDS)
-    rows = [ln.split() for ln in lines[header + 1 :]]
+    rows = [ln.split() for ln in lines[header + 1 :] if not ln.startswith("target ")]
     assert [r[:2] for r in rows] == [["l1_vgg", "reference"], ["l1_vgg", "optimised"]]
     assert rows[0][-1] == "1.00x" and rows[1][-1].endswith("x")
+    targets = [ln for ln in lines if ln.startswith("target ")]
+    assert len(targets) == 1 and targets[0].startswith("target l1_vgg: speedup ") and "on cpu" in targets[0]
     result = json.loads(out.read_text())
+    assert result["repeat"] == 3
     for r in result["rows"]:
         assert r["imgs_per_s"] > 0 and r["infer_mpix_per_s"] > 0 and r["gflop_per_step"] > 0
         parts = r["data_ms"] + r["forward_ms"] + r["backward_opt_ms"]
         assert abs(parts - r["step_ms"]) < 1e-6 * max(1.0, r["step_ms"])
+        rounds = sorted(r["rounds_step_ms"])
+        assert len(rounds) == 3 and abs(r["step_ms"] - rounds[1]) < 1e-9  # the median round is reported
+        assert abs(r["data_pct"] - 100 * r["data_ms"] / r["step_ms"]) < 1e-6
+        assert abs(r["spread_pct"] - 100 * (rounds[-1] - rounds[0]) / rounds[1]) < 1e-6
     assert result["rows"][0]["setting"]["channels_last"] is False
     assert cli_main(["--params", str(params_file), "--profile", "ci", "bench", "--variant", "nope"]) == 2
+    assert cli_main(["--params", str(params_file), "--profile", "ci", "bench", "--repeat", "0"]) == 2
+
+
+def _row(variant: str, config: str, speedup: float | None, data_pct: float) -> dict:
+    return {"variant": variant, "config": config, "speedup": speedup, "data_pct": data_pct, "spread_pct": 12.0}
+
+
+def test_target_lines_judge_each_optimised_row():
+    cpu = {"device": "cpu", "rows": [_row("a", "reference", 1.0, 1.0), _row("a", "optimised", 0.9, 1.0),
+                                     _row("b", "reference", 1.0, 1.0), _row("b", "optimised", 1.05, 6.0)]}
+    a, b = target_lines(cpu)
+    assert a.startswith("target a: ") and "0.90x vs target >= 1.0x on cpu: NOT met" in a and "< 5%: met" in a
+    assert "(spread of the rounds: reference 12%, optimised 12%)" in a
+    assert "1.05x vs target >= 1.0x on cpu: met" in b and "6.0% of the step vs target < 5%: NOT met" in b
+    gpu = {"device": "cuda (NVIDIA H200)", "rows": [_row("a", "optimised", 1.9, 2.0), _row("b", "optimised", 2.4, 2.0)]}
+    a, b = target_lines(gpu)
+    assert ">= 2.0x on cuda: NOT met" in a and ">= 2.0x on cuda: met" in b
+    none = {"device": "cpu", "rows": [_row("a", "optimised", None, 2.0)]}
+    assert "unchecked" in target_lines(none)[0]

@@ -10,7 +10,8 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)}
 DEV=${FACESR_GPU_DEVICE:-cuda}
 PY=${PYTHON:-python3}
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+# the wheels fetched for the device's Python, only where this Python lacks them (a local venv has them already)
+if ! "$PY" -c 'import pydantic' 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/facesr-site .whl/*.whl \
     || exit 3
   export PYTHONPATH=/tmp/facesr-site:${PYTHONPATH:-}

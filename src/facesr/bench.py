@@ -42,8 +42,12 @@ GPU_PEAK_TFLOPS: dict[str, tuple[float, float]] = {
     "T4": (65.0, 8.1),
 }
 
-TABLE_FIELDS = ("variant", "config", "imgs_per_s", "data_ms", "forward_ms", "backward_opt_ms", "step_ms",
-                "infer_mpix_per_s", "peak_mem_mb", "tflops", "peak_fraction", "speedup")
+TABLE_FIELDS = ("variant", "config", "imgs_per_s", "data_ms", "forward_ms", "backward_opt_ms", "step_ms", "data_pct",
+                "spread_pct", "infer_mpix_per_s", "peak_mem_mb", "tflops", "peak_fraction", "speedup")
+
+# the issue's targets: the GAN step of each variant vs the reference (on a GPU / on a CPU), data loading share
+TARGET_SPEEDUP = {"cuda": 2.0, "cpu": 1.0}
+TARGET_DATA_PCT = 5.0
 
 
 @dataclass(frozen=True)
@@ -125,53 +129,68 @@ def _gpu_peak(device: torch.device, amp: torch.dtype | None) -> float | None:
     return None
 
 
-def _measure(params: Params, variant: str, device: torch.device, s: Setting, steps: int, warmup: int,
-             dataset: Any, infer_size: int) -> dict[str, Any]:
-    from torch.utils.flop_counter import FlopCounterMode
+class _Runner:
+    """One variant in one configuration: its own models, optimisers and batch stream, ready to time steps.
 
-    from facesr import train as tr
+    Both configurations of a variant are built first and then timed in alternating rounds (``repeat``), so a machine
+    whose speed drifts (a shared VM, thermal throttling) slows both alike instead of biasing the ratio.
+    """
 
-    torch.backends.cudnn.benchmark = s.cudnn_benchmark
-    if device.type == "cuda":  # as facesr.train: TF32 matmuls when optimised; PyTorch's default (off) for the reference
-        torch.backends.cuda.matmul.allow_tf32 = s.cudnn_benchmark
-    tr.seed_everything(params.seed)
-    comp = tr.build_components(params, variant, device)
-    fmt = torch.channels_last if s.channels_last else torch.contiguous_format
-    g = comp.generator.to(device, memory_format=fmt)
-    d = comp.discriminator.to(device, memory_format=fmt)
-    loss_fn = comp.gen_loss.to(device, memory_format=fmt)
-    loss_fn.eval()
-    for p in loss_fn.parameters():
-        p.requires_grad_(False)
-    kw: dict[str, Any] = {"betas": tuple(params.train.betas)}
-    if s.fused_adam:
-        kw["fused"] = True
-    opt_g = torch.optim.Adam(g.parameters(), lr=params.train.lr_g, **kw)
-    opt_d = torch.optim.Adam(d.parameters(), lr=params.train.lr_d, **kw)
-    ema = tr.EMA(g, params.train.ema_decay)
-    g_run: nn.Module = torch.compile(g) if s.compile else g
-    d_run: nn.Module = torch.compile(d) if s.compile else d
+    def __init__(self, params: Params, variant: str, device: torch.device, s: Setting, dataset: Any) -> None:
+        from facesr import train as tr
 
-    cuda = device.type == "cuda"
-    ds = dataset if s.uint8_transfer else _AsFloat(dataset)
-    it = _batches(ds, params.train.batch_size, params.data.num_workers, pin=cuda and s.uint8_transfer)
+        self.params, self.variant, self.device, self.s = params, variant, device, s
+        cuda = device.type == "cuda"
+        base = torch.cuda.memory_allocated(device) if cuda else 0
+        self._flags()
+        tr.seed_everything(params.seed)
+        comp = tr.build_components(params, variant, device)
+        self.fmt = torch.channels_last if s.channels_last else torch.contiguous_format
+        self.g = comp.generator.to(device, memory_format=self.fmt)
+        self.d = comp.discriminator.to(device, memory_format=self.fmt)
+        self.loss_fn = comp.gen_loss.to(device, memory_format=self.fmt)
+        self.loss_fn.eval()
+        for p in self.loss_fn.parameters():
+            p.requires_grad_(False)
+        self.disc_loss = comp.disc_loss
+        kw: dict[str, Any] = {"betas": tuple(params.train.betas)}
+        if s.fused_adam:
+            kw["fused"] = True
+        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=params.train.lr_g, **kw)
+        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=params.train.lr_d, **kw)
+        self.ema = tr.EMA(self.g, params.train.ema_decay)
+        self.g_run: nn.Module = torch.compile(self.g) if s.compile else self.g
+        self.d_run: nn.Module = torch.compile(self.d) if s.compile else self.d
+        ds = dataset if s.uint8_transfer else _AsFloat(dataset)
+        self.it = _batches(ds, params.train.batch_size, params.data.num_workers, pin=cuda and s.uint8_transfer)
+        self.flops = 0
+        self.resident = 0  # bytes this runner keeps allocated between steps (CUDA)
+        self._base = base
 
-    def autocast() -> contextlib.AbstractContextManager[Any]:
-        if s.amp is None:
+    def _flags(self) -> None:
+        torch.backends.cudnn.benchmark = self.s.cudnn_benchmark
+        if self.device.type == "cuda":  # as facesr.train: TF32 matmuls when optimised; PyTorch's default for the reference
+            torch.backends.cuda.matmul.allow_tf32 = self.s.cudnn_benchmark
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.s.amp is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type=device.type, dtype=s.amp)
+        return torch.autocast(device_type=self.device.type, dtype=self.s.amp)
 
-    def to_dev(x: torch.Tensor) -> torch.Tensor:
-        if s.uint8_transfer:
-            x = x.to(device, non_blocking=True).float().div_(255.0)
+    def _to_dev(self, x: torch.Tensor) -> torch.Tensor:
+        if self.s.uint8_transfer:
+            x = x.to(self.device, non_blocking=True).float().div_(255.0)
         else:
-            x = x.to(device)
-        return x.contiguous(memory_format=fmt)
+            x = x.to(self.device)
+        return x.contiguous(memory_format=self.fmt)
 
-    def step() -> tuple[float, float, float, int]:
+    def step(self) -> tuple[float, float, float, int]:
+        from facesr import train as tr
+
+        device = self.device
         t0 = time.perf_counter()
-        b = next(it)
-        lr, hr = to_dev(b["lr"]), to_dev(b["hr"])
+        b = next(self.it)
+        lr, hr = self._to_dev(b["lr"]), self._to_dev(b["hr"])
         _sync(device)
         times = {"data": time.perf_counter()}
 
@@ -180,82 +199,123 @@ def _measure(params: Params, variant: str, device: torch.device, s: Setting, ste
             times[phase] = time.perf_counter()
 
         # the trainer's own GAN step (facesr.train.gan_step), timed phase by phase
-        tr.gan_step(g_run, d, d, d_run, loss_fn, comp.disc_loss, opt_g, opt_d, lr, hr, autocast, mark=mark)
-        ema.update(g)
+        tr.gan_step(self.g_run, self.d, self.d, self.d_run, self.loss_fn, self.disc_loss, self.opt_g, self.opt_d, lr,
+                    hr, self.autocast, mark=mark)
+        self.ema.update(self.g)
         mark("ema")
         fwd = (times["g_forward"] - times["data"]) + (times["d_forward"] - times["g_backward"])
         bwd = (times["g_backward"] - times["g_forward"]) + (times["ema"] - times["d_forward"])
         return times["data"] - t0, fwd, bwd, hr.shape[0]
 
-    g.train()
-    d.train()
-    with FlopCounterMode(display=False) as fc:  # the first warm-up step also counts the FLOPs of one step
-        step()
-    for _ in range(warmup - 1):
-        step()
-    flops = fc.get_total_flops()
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(device)
-    data_t = fwd_t = bwd_t = 0.0
-    imgs = 0
-    for _ in range(steps):
-        a, b, c, n = step()
-        data_t, fwd_t, bwd_t, imgs = data_t + a, fwd_t + b, bwd_t + c, imgs + n
-    total = data_t + fwd_t + bwd_t
-    peak = _peak_mem_mb(device)
+    def warm_up(self, steps: int) -> None:
+        """``steps`` untimed steps; the first also counts the FLOPs of one step."""
+        from torch.utils.flop_counter import FlopCounterMode
 
-    # inference: G (eval) on LR inputs of infer_size px, output megapixels per second
-    g.eval()
-    scale = params.data.scale
-    x = torch.rand(params.evaluate.batch_size, 3, infer_size, infer_size, device=device).contiguous(memory_format=fmt)
-    with torch.inference_mode(), autocast():
-        for _ in range(max(1, warmup)):
-            g_run(x)
-        _sync(device)
-        n_inf = max(2, steps)
-        t0 = time.perf_counter()
-        for _ in range(n_inf):
-            g_run(x)
-        _sync(device)
-        t_inf = time.perf_counter() - t0
-    mpix = n_inf * x.shape[0] * (infer_size * scale) ** 2 / 1e6
+        self._flags()
+        self.g.train()
+        self.d.train()
+        with FlopCounterMode(display=False) as fc:
+            self.step()
+        for _ in range(steps - 1):
+            self.step()
+        self.flops = fc.get_total_flops()
+        if self.device.type == "cuda":
+            _sync(self.device)
+            self.resident = torch.cuda.memory_allocated(self.device) - self._base
 
-    step_s = total / steps
-    tflops = flops / step_s / 1e12 if step_s > 0 else 0.0
-    peak_tf = _gpu_peak(device, s.amp)
-    return {
-        "variant": variant,
-        "config": s.name,
-        "imgs_per_s": imgs / total,
-        "data_ms": 1e3 * data_t / steps,
-        "forward_ms": 1e3 * fwd_t / steps,
-        "backward_opt_ms": 1e3 * bwd_t / steps,
-        "step_ms": 1e3 * step_s,
-        "infer_mpix_per_s": mpix / t_inf,
-        "peak_mem_mb": peak,
-        "gflop_per_step": flops / 1e9,
-        "tflops": tflops,
-        "peak_fraction": (tflops / peak_tf) if peak_tf else None,
-        "setting": {k: (str(v).replace("torch.", "") if isinstance(v, torch.dtype) else v)
-                    for k, v in s.__dict__.items()},
-    }
+    def timed_round(self, steps: int) -> dict[str, float]:
+        """``steps`` timed steps -> per-step means and this configuration's peak memory (MiB) in the round."""
+        self._flags()
+        cuda = self.device.type == "cuda"
+        if cuda:
+            _sync(self.device)
+            before = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        data_t = fwd_t = bwd_t = 0.0
+        imgs = 0
+        for _ in range(steps):
+            a, b, c, n = self.step()
+            data_t, fwd_t, bwd_t, imgs = data_t + a, fwd_t + b, bwd_t + c, imgs + n
+        if cuda:  # own resident state + the transient peak above what was allocated when the round began
+            peak = (self.resident + torch.cuda.max_memory_allocated(self.device) - before) / 2**20
+        else:
+            peak = _peak_mem_mb(self.device)
+        return {"data": data_t / steps, "fwd": fwd_t / steps, "bwd": bwd_t / steps,
+                "step": (data_t + fwd_t + bwd_t) / steps, "imgs": imgs / steps, "peak_mb": peak}
+
+    def inference(self, infer_size: int, warmup: int, steps: int) -> float:
+        """Output megapixels per second of G in eval mode on LR inputs of ``infer_size`` px."""
+        self._flags()
+        self.g.eval()
+        scale = self.params.data.scale
+        x = torch.rand(self.params.evaluate.batch_size, 3, infer_size, infer_size, device=self.device)
+        x = x.contiguous(memory_format=self.fmt)
+        with torch.inference_mode(), self.autocast():
+            for _ in range(max(1, warmup)):
+                self.g_run(x)
+            _sync(self.device)
+            n_inf = max(2, steps)
+            t0 = time.perf_counter()
+            for _ in range(n_inf):
+                self.g_run(x)
+            _sync(self.device)
+            t_inf = time.perf_counter() - t0
+        self.g.train()
+        return n_inf * x.shape[0] * (infer_size * scale) ** 2 / 1e6 / t_inf
+
+    def row(self, rounds: list[dict[str, float]], infer_mpix: float) -> dict[str, Any]:
+        """The table row: the round with the median step time (its split adds up), and the spread over rounds."""
+        ordered = sorted(rounds, key=lambda r: r["step"])
+        med = ordered[(len(ordered) - 1) // 2]
+        step_s = med["step"]
+        tflops = self.flops / step_s / 1e12 if step_s > 0 else 0.0
+        peak_tf = _gpu_peak(self.device, self.s.amp)
+        return {
+            "variant": self.variant,
+            "config": self.s.name,
+            "imgs_per_s": med["imgs"] / step_s,
+            "data_ms": 1e3 * med["data"],
+            "forward_ms": 1e3 * med["fwd"],
+            "backward_opt_ms": 1e3 * med["bwd"],
+            "step_ms": 1e3 * step_s,
+            "data_pct": 100.0 * med["data"] / step_s if step_s > 0 else 0.0,
+            "spread_pct": 100.0 * (ordered[-1]["step"] - ordered[0]["step"]) / step_s if step_s > 0 else 0.0,
+            "rounds_step_ms": [1e3 * r["step"] for r in rounds],
+            "infer_mpix_per_s": infer_mpix,
+            "peak_mem_mb": max(r["peak_mb"] for r in rounds),
+            "gflop_per_step": self.flops / 1e9,
+            "tflops": tflops,
+            "peak_fraction": (tflops / peak_tf) if peak_tf else None,
+            "setting": {k: (str(v).replace("torch.", "") if isinstance(v, torch.dtype) else v)
+                        for k, v in self.s.__dict__.items()},
+        }
 
 
 def _run_all(params: Params, variants: list[str], device: torch.device, reference: bool, steps: int, warmup: int,
-             dataset: Any, infer_size: int) -> list[dict[str, Any]]:
+             repeat: int, dataset: Any, infer_size: int) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for v in variants:
+        runners = [_Runner(params, v, device, s, dataset) for s in settings_for(params, device, reference)]
+        for r in runners:
+            r.warm_up(warmup)
+        rounds: list[list[dict[str, float]]] = [[] for _ in runners]
+        for _ in range(repeat):  # alternate the configurations round by round
+            for i, r in enumerate(runners):
+                rounds[i].append(r.timed_round(steps))
         ref_ips = None
-        for s in settings_for(params, device, reference):
-            r = _measure(params, v, device, s, steps, warmup, dataset, infer_size)
-            if s.name == "reference":
-                ref_ips = r["imgs_per_s"]
-            r["speedup"] = r["imgs_per_s"] / ref_ips if ref_ips else None
-            rows.append(r)
+        for i, r in enumerate(runners):
+            row = r.row(rounds[i], r.inference(infer_size, warmup, steps))
+            if r.s.name == "reference":
+                ref_ips = row["imgs_per_s"]
+            row["speedup"] = row["imgs_per_s"] / ref_ips if ref_ips else None
+            rows.append(row)
+        del runners
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     return rows
 
 
-def bench(params: Params, variants: list[str] | None = None, *, steps: int = 3, warmup: int = 1,
+def bench(params: Params, variants: list[str] | None = None, *, steps: int = 3, warmup: int = 1, repeat: int = 3,
           data: Path | None = None, reference: bool = True, infer_size: int = 64) -> dict[str, Any]:
     """Measure each variant in each configuration; returns {"device", "profile", "rows": [...]}."""
     from facesr import train as tr
@@ -264,8 +324,8 @@ def bench(params: Params, variants: list[str] | None = None, *, steps: int = 3, 
     for v in variants:
         if v not in VARIANTS:
             raise UserError(f"--variant {v!r}: unknown variant; allowed: {', '.join(VARIANTS)}")
-    if steps < 1 or warmup < 1:
-        raise UserError("--steps and --warmup must be >= 1 (the first warm-up step counts the FLOPs)")
+    if steps < 1 or warmup < 1 or repeat < 1:
+        raise UserError("--steps, --warmup and --repeat must be >= 1 (the first warm-up step counts the FLOPs)")
     device = tr.resolve_device(params.train.device)
     if data is not None:
         tr._data_manifest_sha(Path(data))
@@ -274,11 +334,11 @@ def bench(params: Params, variants: list[str] | None = None, *, steps: int = 3, 
         n = max(params.train.batch_size * 4, 16)
         dataset = _SyntheticPatches(n, params.data.hr_size, params.data.scale)
     rows: list[dict[str, Any]] = []
-    saved_benchmark = torch.backends.cudnn.benchmark
+    saved = torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32
     try:
-        rows = _run_all(params, variants, device, reference, steps, warmup, dataset, infer_size)
+        rows = _run_all(params, variants, device, reference, steps, warmup, repeat, dataset, infer_size)
     finally:
-        torch.backends.cudnn.benchmark = saved_benchmark
+        torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32 = saved
     info = {
         "device": str(device) if device.type != "cuda" else f"cuda ({torch.cuda.get_device_name(device)})",
         "threads": torch.get_num_threads(),
@@ -290,6 +350,7 @@ def bench(params: Params, variants: list[str] | None = None, *, steps: int = 3, 
         "data": str(data) if data else "synthetic",
         "steps": steps,
         "warmup": warmup,
+        "repeat": repeat,
         "infer_lr_size": infer_size,
         "rows": rows,
     }
@@ -299,7 +360,8 @@ def bench(params: Params, variants: list[str] | None = None, *, steps: int = 3, 
 def format_table(result: dict[str, Any]) -> str:
     """The printed table: one line per variant and configuration."""
     head = (f"facesr bench: device={result['device']} threads={result['threads']} profile={result['profile']} "
-            f"batch={result['batch_size']} hr={result['hr_size']} data={result['data']} steps={result['steps']}")
+            f"batch={result['batch_size']} hr={result['hr_size']} data={result['data']} steps={result['steps']} "
+            f"repeat={result.get('repeat', 1)}")
     cols = TABLE_FIELDS
     fmt_rows = []
     for r in result["rows"]:
@@ -309,12 +371,43 @@ def format_table(result: dict[str, Any]) -> str:
             if v is None:
                 cells.append("-")
             elif isinstance(v, float):
-                cells.append(f"{v:.1%}" if c == "peak_fraction" else (f"{v:.2f}x" if c == "speedup" else
-                                                                       f"{v:.4g}"))
+                if c == "peak_fraction":
+                    cells.append(f"{v:.1%}")
+                elif c == "speedup":
+                    cells.append(f"{v:.2f}x")
+                elif c.endswith("_pct"):
+                    cells.append(f"{v:.1f}")
+                else:
+                    cells.append(f"{v:.4g}")
             else:
                 cells.append(str(v))
         fmt_rows.append(cells)
     widths = [max(len(c), *(len(r[i]) for r in fmt_rows)) for i, c in enumerate(cols)]
     lines = [head, "  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
     lines += ["  ".join(x.ljust(w) for x, w in zip(r, widths, strict=True)) for r in fmt_rows]
-    return "\n".join(lines)
+    return "\n".join(lines + target_lines(result))
+
+
+def target_lines(result: dict[str, Any]) -> list[str]:
+    """One line per optimised row: its speedup and data share against the targets (met / NOT met / unchecked)."""
+    kind = "cuda" if str(result["device"]).startswith("cuda") else "cpu"
+    want = TARGET_SPEEDUP.get(kind)
+    out = []
+    for r in result["rows"]:
+        if r["config"] != "optimised":
+            continue
+        parts = []
+        if r.get("speedup") is None or want is None:
+            parts.append("speedup unchecked (no reference in this run)")
+        else:
+            ok = r["speedup"] >= want
+            ref = next((x for x in result["rows"] if x["variant"] == r["variant"] and x["config"] == "reference"), {})
+            spread = (f" (spread of the rounds: reference {ref['spread_pct']:.0f}%, optimised {r['spread_pct']:.0f}%)"
+                      if "spread_pct" in ref and "spread_pct" in r else "")
+            parts.append(f"speedup {r['speedup']:.2f}x vs target >= {want:.1f}x on {kind}: {'met' if ok else 'NOT met'}"
+                         + spread)
+        ok = r["data_pct"] < TARGET_DATA_PCT
+        parts.append(f"data {r['data_pct']:.1f}% of the step vs target < {TARGET_DATA_PCT:.0f}%: "
+                     f"{'met' if ok else 'NOT met'}")
+        out.append(f"target {r['variant']}: " + "; ".join(parts))
+    return out

@@ -16,6 +16,8 @@ from facesr.config import VARIANTS
 @click.option("--steps", default=3, show_default=True, type=int, help="timed training steps per configuration")
 @click.option("--warmup", default=1, show_default=True, type=int,
               help="untimed steps first (the first also counts the FLOPs)")
+@click.option("--repeat", default=3, show_default=True, type=int,
+              help="timed rounds per configuration, alternating reference and optimised; the median round is reported")
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="prepared folder to read batches from (default: synthetic uint8 patches in memory)")
 @click.option("--infer-size", default=64, show_default=True, type=int, help="LR side (px) of the inference input")
@@ -23,7 +25,7 @@ from facesr.config import VARIANTS
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="also write the results as JSON")
 @pass_app
-def bench(app, variants: tuple[str, ...], steps: int, warmup: int, data: Path | None, infer_size: int,
+def bench(app, variants: tuple[str, ...], steps: int, warmup: int, repeat: int, data: Path | None, infer_size: int,
           no_reference: bool, json_out: Path | None) -> None:
     """Measure training images/s (data / forward / backward+optimiser), inference megapixels/s, peak memory and
     TFLOP/s for the active profile and train.device; print the ratio to the reference configuration."""
@@ -31,7 +33,7 @@ def bench(app, variants: tuple[str, ...], steps: int, warmup: int, data: Path | 
     from facesr.bench import format_table
     from facesr.fsutil import atomic_write_json
 
-    result = run_bench(app.params, list(variants) or None, steps=steps, warmup=warmup, data=data,
+    result = run_bench(app.params, list(variants) or None, steps=steps, warmup=warmup, repeat=repeat, data=data,
                        reference=not no_reference, infer_size=infer_size)
     click.echo(format_table(result))
     if json_out is not None:
