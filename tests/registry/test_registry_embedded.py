@@ -173,7 +173,7 @@ def test_different_test_data_is_refused(workspace, repo_root, capsys, monkeypatc
     ev = make_eval(ws["root"] / "eval", {"l1_vgg": scores(0.3), "l1_vgg_pieapp": scores(0.2)})
     assert cli(repo_root, "register", "--eval", str(ev), "--model", f"l1_vgg={ws['l1_vgg']}",
                "--data", str(ws["data"])) == 0
-    assert cli(repo_root, "promote") == 0
+    assert cli(repo_root, "promote", "--exit-code") == 0  # promoted (no champion yet)
     (ws["data"] / "test" / "hr" / "new.png").write_bytes(b"x")  # the prepared data changed
     ev2 = make_eval(ws["root"] / "eval2", {"l1_vgg": scores(0.1), "l1_vgg_pieapp": scores(0.1)})
     assert cli(repo_root, "register", "--eval", str(ev2), "--model", f"l1_vgg={ws['l1_vgg']}",
@@ -188,6 +188,9 @@ def test_different_test_data_is_refused(workspace, repo_root, capsys, monkeypatc
     ch = c.get_model_version_by_alias("facesr", "challenger")
     assert str(c.get_model_version_by_alias("facesr", "champion").version) != str(ch.version)
     assert ch.tags["facesr.promotion.decision"] == "refused"
+    capsys.readouterr()
+    assert cli(repo_root, "promote", "--exit-code") == 3  # for scripts that gate on the decision
+    assert capsys.readouterr().out.startswith("REFUSED: not comparable")
 
 
 def test_promotion_lock_serialises(workspace):

@@ -90,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
-        cli.main(args=args, prog_name="facesr", standalone_mode=False)
+        rv = cli.main(args=args, prog_name="facesr", standalone_mode=False)
+        if isinstance(rv, int) and not isinstance(rv, bool):  # click returns a command's Exit(code) here
+            return rv
     except click.exceptions.Exit as exc:
         return int(exc.exit_code or 0)
     except click.Abort:

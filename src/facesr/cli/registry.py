@@ -10,6 +10,8 @@ from facesr.cli.common import echo_kv, parse_named_dirs
 from facesr.cli.main import cli, pass_app
 
 
+REFUSED_EXIT = 3  # `facesr promote --exit-code`: the challenger was refused
+
 @cli.command()
 @click.option("--eval", "eval_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="the evaluate output folder (metrics.json, per_image.csv, ...)")
@@ -37,13 +39,16 @@ def register(app, eval_dir, models, data) -> None:
 @click.option("--version", "version", type=int, default=None, help="model version (default: the 'challenger')")
 @click.option("--force", is_flag=True, help="promote without the policy (needs --reason; recorded)")
 @click.option("--reason", default=None, help="why a forced promotion is made")
+@click.option("--exit-code", "exit_code", is_flag=True,
+              help=f"exit {REFUSED_EXIT} when the challenger is refused (for scripts that gate on the decision)")
 @pass_app
-def promote(app, version, force, reason) -> None:
+def promote(app, version, force, reason, exit_code) -> None:
     """Move alias 'champion' to the challenger when the promotion policy passes (params registry.promotion).
 
     Exit 0 when promoted, already champion, or refused (worse, not significant, a guard failed, or not comparable:
-    other test data); the reason is printed and recorded as tags on the version. Exit 2 when there is no challenger,
-    the version is unknown, --force lacks --reason, or the model used untrained weights and the profile forbids it.
+    other test data; with --exit-code a refusal exits 3); the reason is printed and recorded as tags on the version.
+    Exit 2 when there is no challenger, the version is unknown, --force lacks --reason, or the model used untrained
+    weights and the profile forbids it.
     """
     from facesr import registry
 
@@ -51,6 +56,8 @@ def promote(app, version, force, reason) -> None:
     click.echo(("PROMOTED: " if d.promote else "REFUSED: ") + d.reason)
     for k, v in d.numbers.items():
         click.echo(f"  {k}: {v}")
+    if exit_code and not d.promote:
+        raise click.exceptions.Exit(REFUSED_EXIT)
 
 
 @cli.command()
