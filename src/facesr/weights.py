@@ -110,7 +110,8 @@ ENTRIES: list[WeightFile] = [
         note="piq's published PieAPP v0.1 weights (piq 0.8.0 _weights_url); sha256 as pinned by a third-party "
              "project, not yet checked against the file by us",
     ),
-    # metrics (NIQE / BRISQUE). Their sha256 is not pinned yet (no published digest, no network here to compute one):
+    # metrics (NIQE / BRISQUE / Ma). Their sha256 is not pinned yet (no published digest, no network here to compute
+    # one):
     # until it is, `resolve` accepts any file of that name with a WARNING, and `list`/`verify` show it as
     # "ok (UNPINNED ...)"; pin sha256 after a verified fetch.
     WeightFile(
@@ -124,6 +125,13 @@ ENTRIES: list[WeightFile] = [
         url="https://github.com/photosynthesis-team/piq/releases/download/v0.4.0/brisque_svm_weights.pt",
         used_by=("metrics.noref",), size_hint="~112 KiB", torch_hub_file="brisque_svm_weights.pt",
         note="BRISQUE SVR (sv_coef, sv) fit on LIVE IQA DMOS, piq's conversion of the MATLAB release: our DMOS predictor",
+    ),
+    WeightFile(
+        name="ma_nrqm", file="NRQM_model.mat",
+        url="https://github.com/chaofengc/IQA-PyTorch/releases/download/v0.1-weights/NRQM_model.mat",
+        used_by=("metrics.ma",), size_hint="size not pinned",
+        note="Ma et al. (CVIU 2017) NRQM model: three regression forests (DCT / GSM / SVD features) and the linear "
+             "fusion, as pyiqa downloads it (from chaoma99/sr-metric's model.mat); Ma, and PI with NIQE",
     ),
 ]
 

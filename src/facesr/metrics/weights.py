@@ -2,7 +2,8 @@
 
 Files come from the project's weights cache (``facesr.weights``: ``facesr weights list|fetch|import|verify``), which
 checks their digests and never downloads behind the user's back. Names used here: ``alexnet`` (LPIPS trunk),
-``lpips_alex_v0.1`` (LPIPS linear heads, shipped in the lpips wheel), ``pieapp``, ``niqe_pristine``, ``brisque_svr``.
+``lpips_alex_v0.1`` (LPIPS linear heads, shipped in the lpips wheel), ``pieapp``, ``niqe_pristine``, ``brisque_svr``,
+``ma_nrqm``.
 """
 
 from __future__ import annotations
