@@ -29,7 +29,8 @@ from facesr.errors import InputError, UserError
 from facesr.fsutil import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file, tree_hash
 from facesr.metrics import LOWER_IS_BETTER, METRICS
 from facesr.metrics.fidelity import psnr, ssim
-from facesr.metrics.noref import MA_MISSING_REASON, NIQE_MIN_SIDE, BRISQUEMetric, NIQEMetric
+from facesr.metrics.ma import MA_MISSING_REASON, MA_NEEDS, MaMetric, pi_score
+from facesr.metrics.noref import NIQE_MIN_SIDE, BRISQUEMetric, NIQEMetric
 from facesr.metrics.perceptual import LPIPSMetric, PieAPPMetric
 
 log = logging.getLogger(__name__)
@@ -37,9 +38,10 @@ log = logging.getLogger(__name__)
 BASELINE = "bicubic"
 BICUBIC_NOTE = "bicubic = PIL Image.resize(..., Image.BICUBIC) x scale of the LR test image (the same bicubic family as the LR operator)"
 FORMAT = "facesr.eval/1"
-# NIQE/PI are computed on the whole test images (test/full_lr upscaled, compared with nothing): the LR is centre-cropped
-# to at most this many pixels per side so the cost stays bounded; images whose SR output (minus the border crop) is
-# below NIQE_MIN_SIDE on a side are skipped.
+# NIQE, Ma and PI are computed on the whole test images (test/full_lr upscaled, compared with nothing): the LR is
+# centre-cropped to at most this many pixels per side so the cost stays bounded; images whose SR output (minus the
+# border crop) is below NIQE_MIN_SIDE on a side are skipped (for all three, so that PI combines Ma and NIQE of the same
+# images).
 NIQE_MAX_LR_SIDE = 128
 TABLE_COLUMNS = [("psnr_y", "PSNR"), ("ssim_y", "SSIM"), ("lpips", "LPIPS*"), ("dmos", "DMOS*"), ("pi", "PI*"),
                  ("pieapp", "PieAPP*")]
@@ -222,6 +224,7 @@ class Scorer:
         self.lpips = LPIPSMetric(allow, device) if "lpips" in self.wanted else None
         self.pieapp = PieAPPMetric(allow, device, params.evaluate.pieapp_stride) if "pieapp" in self.wanted else None
         self.niqe = NIQEMetric() if {"niqe", "pi"} & set(self.wanted) else None
+        self.ma = MaMetric() if {"ma", "pi"} & set(self.wanted) else None
         self.dmos = BRISQUEMetric() if "dmos" in self.wanted else None
 
     def status(self) -> dict[str, dict[str, Any]]:
@@ -230,8 +233,22 @@ class Scorer:
         for m in self.wanted:
             if m in ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb"):
                 st[m] = {"weights": "none", "reason": None}
-            elif m in ("ma", "pi"):
-                st[m] = {"weights": "missing", "reason": MA_MISSING_REASON}
+            elif m == "ma":
+                assert self.ma is not None
+                st[m] = {"weights": self.ma.status,
+                         "reason": MA_MISSING_REASON if self.ma.status == "missing" else None,
+                         "provenance": self.ma.weights.as_dict()}
+            elif m == "pi":  # ((10 - Ma) + NIQE) / 2: real only when both files are
+                assert self.ma is not None and self.niqe is not None
+                missing = []
+                if self.ma.status == "missing":
+                    missing.append(MA_NEEDS)
+                if self.niqe.status == "missing":
+                    missing.append(f"NIQE's pristine model is missing ({self.niqe.weights.reason})")
+                st[m] = {"weights": "missing" if missing else "real",
+                         "reason": "PI = ((10 - Ma) + NIQE) / 2 needs both Ma and NIQE: " + "; ".join(missing)
+                         if missing else None,
+                         "provenance": {"ma": self.ma.weights.as_dict(), "niqe": self.niqe.weights.as_dict()}}
             else:
                 obj = {"lpips": self.lpips, "pieapp": self.pieapp, "niqe": self.niqe, "dmos": self.dmos}[m]
                 st[m] = {"weights": obj.status, "reason": obj.weights.reason, "provenance": obj.weights.as_dict()}
@@ -244,9 +261,31 @@ class Scorer:
         assert self.niqe is not None
         return [self.niqe(full_srs[n], border=self.scale) if n in full_srs else float("nan") for n in names]
 
+    @property
+    def full_size_metrics(self) -> bool:
+        """Whether any metric scored on the full-size SR outputs (NIQE, Ma) has its weights."""
+        return any(m is not None and m.status == "real" for m in (self.niqe, self.ma))
+
+    def full_size_scores(self, full_srs: dict[str, np.ndarray], names: list[str]) -> dict[str, list[float]]:
+        """``{"niqe": [...], "ma": [...]}`` per test image from its full-size SR output (NaN where absent, too small
+        (< NIQE_MIN_SIDE after the border crop, for both: PI combines them) or the weights are missing)."""
+        nan = [float("nan")] * len(names)
+        out = {"niqe": self.niqe_scores(full_srs, names) if self.niqe is not None and self.niqe.status == "real"
+               else list(nan)}
+        if self.ma is not None and self.ma.status == "real":
+            out["ma"] = [self.ma(full_srs[n], border=self.scale)
+                         if n in full_srs and min(full_srs[n].shape[:2]) - 2 * self.scale >= NIQE_MIN_SIDE
+                         else float("nan") for n in names]
+        else:
+            out["ma"] = list(nan)
+        return out
+
     def score_all(self, srs: dict[str, list[np.ndarray]], hrs: list[np.ndarray],
-                  niqe: dict[str, list[float]], names: list[str]) -> dict[str, dict[str, list[float]]]:
-        """Per-image scores ``{model: {metric: [score per image]}}`` (NaN = not computed)."""
+                  full: dict[str, dict[str, list[float]]], names: list[str]) -> dict[str, dict[str, list[float]]]:
+        """Per-image scores ``{model: {metric: [score per image]}}`` (NaN = not computed).
+
+        ``full``: ``{model: full_size_scores(...)}`` (NIQE and Ma of the full-size outputs); PI is derived from them.
+        """
         wanted = set(self.wanted)
         res: dict[str, dict[str, list[float]]] = {}
         for model, out in srs.items():
@@ -258,11 +297,14 @@ class Scorer:
                 r["lpips"] = _batched(self.lpips, self.bs, out, hrs)
             if self.dmos is not None:
                 r["dmos"] = _batched(self.dmos, self.bs, out)
+            nan = [float("nan")] * len(names)
+            fs = full.get(model, {})
             if "niqe" in wanted:
-                r["niqe"] = niqe.get(model, [float("nan")] * len(names))
-            for m in ("ma", "pi"):  # Ma needs trained forests; PI = ((10 - Ma) + NIQE) / 2 needs Ma
-                if m in wanted:
-                    r[m] = [float("nan")] * len(names)
+                r["niqe"] = list(fs.get("niqe", nan))
+            if "ma" in wanted:
+                r["ma"] = list(fs.get("ma", nan))
+            if "pi" in wanted:  # PIRM 2018: ((10 - Ma) + NIQE) / 2, per image (NaN where either is)
+                r["pi"] = [pi_score(a, b) for a, b in zip(fs.get("ma", nan), fs.get("niqe", nan))]
             res[model] = r
             log.info("evaluate: %s scored on %d images in %.1f s", model, len(names), time.time() - t)
         if self.pieapp is not None:
@@ -328,20 +370,28 @@ def render_table(metrics: dict[str, Any], diffs: dict[str, Any], status: dict[st
             lines.append(f"| {m} | {d['mean_diff']:+.4f} | [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}] | {d['n']} | "
                          f"{'yes' if d['significant'] else 'no'} | {better} |")
     lines += ["", "Notes:", "", f"- {BICUBIC_NOTE}."]
+
+    def weights_file(prov: dict[str, Any]) -> str:
+        check = str(prov.get("check", "ok"))
+        unverified = "" if check == "ok" else f"; {check.removeprefix('ok ').strip('()')}: NOT verified as the published file"
+        return f"weights {prov.get('file')} (sha256 {str(prov.get('sha256'))[:12]}…{unverified})"
+
     for m, st in status.items():
         if st["weights"] in ("real", "untrained", "missing"):
             prov = st.get("provenance") or {}
-            check = str(prov.get("check", "ok"))
-            unverified = "" if check == "ok" else f"; {check.removeprefix('ok ').strip('()')}: NOT verified as the published file"
-            what = {"real": f"weights {prov.get('file')} (sha256 {str(prov.get('sha256'))[:12]}…{unverified})",
+            real = (f"((10 - Ma) + NIQE) / 2 (PIRM 2018) with Ma's {weights_file(prov['ma'])} and NIQE's "
+                    f"{weights_file(prov['niqe'])}" if m == "pi" and "ma" in prov else weights_file(prov))
+            what = {"real": real,
                     "untrained": "UNTRAINED (random) weights: scores are not comparable with published numbers",
                     "missing": f"missing: {st.get('reason')}"}[st["weights"]]
             if st.get("settings"):
                 what += " (" + ", ".join(f"{k} {v}" for k, v in st["settings"].items()) + ")"
             lines.append(f"- {m}: {what}")
-    lines.append(f"- NIQE is computed on the whole test images (test/full_lr, centre-cropped to at most {NIQE_MAX_LR_SIDE} "
-                 f"px per side, upscaled), only where the output minus the border is at least {NIQE_MIN_SIDE} px per side; "
-                 "on a 128x128 crop it would be one 96x96 block (degenerate).")
+    lines.append(f"- NIQE, Ma and PI are computed on the whole test images (test/full_lr, centre-cropped to at most "
+                 f"{NIQE_MAX_LR_SIDE} px per side, upscaled), only where the output minus the border is at least "
+                 f"{NIQE_MIN_SIDE} px per side; on a 128x128 crop NIQE would be one 96x96 block (degenerate). Ma "
+                 "(higher is better) is Ma et al.'s NRQM as pyiqa computes it, on the rounded Y channel with border "
+                 "crop = scale (PIRM's PI convention).")
     lines.append("- DMOS* is BRISQUE's predicted DMOS (piq; SVR trained on LIVE IQA DMOS): the paper does not name its predictor.")
     if any(mm.get("untrained_weights") for mm in model_meta.values()):
         lines.append("- † model trained with untrained (random) loss networks (VGG19/PieAPP): a pipeline check, not a result.")
@@ -427,7 +477,7 @@ def evaluate(params: Params, data: Path, models: dict[str, Path], out: Path) -> 
                             "steps": meta.get("steps"), "params_hash": meta.get("params_hash")}
 
     srs_by_model: dict[str, list[np.ndarray]] = {}
-    niqe_by_model: dict[str, list[float]] = {}
+    full_by_model: dict[str, dict[str, list[float]]] = {}
     for name, up in upscalers.items():
         t = time.time()
         srs = up(lrs)
@@ -435,12 +485,14 @@ def evaluate(params: Params, data: Path, models: dict[str, Path], out: Path) -> 
             if s.shape != h.shape:
                 raise InputError(f"--model {name}: output for {n} is {s.shape}, expected {h.shape}")
         srs_by_model[name] = srs
-        if scorer.niqe is not None and scorer.niqe.status == "real":  # scored now, image by image: the full-size outputs are not kept
+        if scorer.full_size_metrics:  # NIQE / Ma scored now: the full-size outputs are not kept
             full = {n: up([full_lr[n]])[0] for n in full_names}
-            niqe_by_model[name] = scorer.niqe_scores(full, names)
+            tf = time.time()
+            full_by_model[name] = scorer.full_size_scores(full, names)
+            log.info("evaluate: %s NIQE/Ma on %d full-size images in %.1f s", name, len(full), time.time() - tf)
         log.info("evaluate: %s upscaled %d (+%d full) images in %.1f s", name, len(names), len(full_names),
                  time.time() - t)
-    per_image = scorer.score_all(srs_by_model, hrs, niqe_by_model, names)
+    per_image = scorer.score_all(srs_by_model, hrs, full_by_model, names)
     n_grid = min(params.data.grid_faces, len(names))
     outputs = {k: v[:n_grid] for k, v in srs_by_model.items()}
     del srs_by_model
@@ -462,7 +514,7 @@ def evaluate(params: Params, data: Path, models: dict[str, Path], out: Path) -> 
             elif not finite.size:
                 notes.setdefault(name, {})[m] = (
                     f"no image large enough (needs >= {NIQE_MIN_SIDE} px per side after the border crop)"
-                    if m == "niqe" else "no finite scores")
+                    if m in ("niqe", "ma", "pi") else "no finite scores")
             metrics[name][m] = entry
 
     diffs: dict[str, Any] = {}
@@ -513,7 +565,7 @@ def evaluate(params: Params, data: Path, models: dict[str, Path], out: Path) -> 
             "notes": notes,
             "bicubic": BICUBIC_NOTE,
             "niqe": {"on": "test/full_lr upscaled", "max_lr_side": NIQE_MAX_LR_SIDE, "min_side": NIQE_MIN_SIDE,
-                     "images": full_names},
+                     "images": full_names, "also": ["ma", "pi"]},
             "grids": grid_paths,
             "device": str(device),
             "seconds": round(time.time() - t0, 2),

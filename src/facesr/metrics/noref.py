@@ -1,4 +1,4 @@
-"""No-reference metrics: NIQE, BRISQUE (our DMOS predictor), and why Ma / PI are reported missing.
+"""No-reference metrics: NIQE and BRISQUE (our DMOS predictor). Ma and PI are in ``facesr.metrics.ma``.
 
 NIQE follows the published algorithm (Mittal, Soundararajan, Bovik 2013; MATLAB ``niqe_release``, as ported by
 BasicSR and pyiqa): Y channel (BT.601) rounded to integers, 7x7 Gaussian (sigma 7/6) MSCN coefficients, 96x96 blocks
@@ -10,6 +10,9 @@ antialiasing), a multivariate Gaussian fit over blocks, and the distance to the 
 
 BRISQUE is piq's implementation with its SVR (trained on the LIVE IQA database's DMOS) loaded from a weights file
 (``brisque_svr``), so its output is a predicted DMOS (0..100, lower is better).
+
+Ma et al.'s score and PI = ((10 - Ma) + NIQE) / 2 (PIRM 2018) are in :mod:`facesr.metrics.ma`; they use the same
+luma (Y of YCbCr, rounded) and border crop as :func:`niqe` here, on the same full-size images.
 """
 
 from __future__ import annotations
@@ -27,11 +30,6 @@ from facesr.metrics.fidelity import rgb_to_y
 
 NIQE_BLOCK = 96
 NIQE_MIN_SIDE = 2 * NIQE_BLOCK
-
-MA_MISSING_REASON = (
-    "Ma et al.'s score (pyiqa 'nrqm') needs its trained regression forests; none are available as weights here and "
-    "they are not reimplemented, so Ma and PI = ((10 - Ma) + NIQE) / 2 are reported as missing"
-)
 
 _GAM = np.arange(0.2, 10.001, 0.001)
 _R_GAM = np.square(gamma(2.0 / _GAM)) / (gamma(1.0 / _GAM) * gamma(3.0 / _GAM))
