@@ -38,9 +38,16 @@ crop as our NIQE, so PI = ((10 - Ma) + NIQE) / 2 combines two scores of the same
 ``nrqm`` defaults to the YIQ luma and no crop; the MATLAB code of the paper uses ``rgb2ycbcr`` too.)
 
 Agreement with pyiqa 0.1.16 (``tests/metrics/test_ma.py`` against ``tests/metrics/data/ma_golden.json``, made by
-``tests/metrics/make_ma_golden.py``): see the tolerances stated in that test. pyiqa rounds its 3x3 / 11x11 Gaussian
-kernels and its Fourier masks to float32; we do the same so that the features agree to ~1e-9. Our 11x11 SSIM window is
-applied as two 1-D passes (the float32-rounded 2-D kernel is separable to ~1e-8 relative).
+``tests/metrics/make_ma_golden.py`` on bundled faces: whole, blurred, an odd-sized crop; synthetic forests): features
+within 4e-8 absolute / 2e-8 relative, forest outputs and scores within 5e-10; the test allows 1e-6. The residue comes
+from the order of floating-point operations: the DCT as a matrix product (pyiqa: FFT), the GSM quadratic form with the
+inverse covariance (pyiqa: a solve), the 11x11 SSIM window as two 1-D passes (pyiqa: the float32-rounded 2-D kernel,
+separable to ~1e-8). pyiqa rounds its 3x3 Gaussian kernel and its Fourier masks to float32; we do the same. The
+bicubic resizes are piq's ``imresize``, the same code as pyiqa's, which computes in float32.
+
+Size: at least ``MA_MIN_SIDE`` (100) px per side after the crop (the third pyramid level must hold 25 blocks of 5x5).
+The evaluate step scores Ma only where NIQE is defined (>= 192 px per side after the crop), so that PI combines the two
+on the same images.
 """
 
 from __future__ import annotations
