@@ -110,15 +110,19 @@ ENTRIES: list[WeightFile] = [
         note="piq's published PieAPP v0.1 weights (piq 0.8.0 _weights_url); sha256 as pinned by a third-party "
              "project, not yet checked against the file by us",
     ),
-    # metrics (NIQE / BRISQUE / Ma). Their sha256 is not pinned yet (no published digest, no network here to compute
-    # one):
-    # until it is, `resolve` accepts any file of that name with a WARNING, and `list`/`verify` show it as
-    # "ok (UNPINNED ...)"; pin sha256 after a verified fetch.
+    # metrics. NIQE's pristine model ships inside facesr (pinned). BRISQUE's SVR and Ma's forests have no digest we
+    # could confirm (no published one, no network here to compute one): until they are pinned, `resolve` accepts any
+    # file of that name with a WARNING, and `list`/`verify` show it as "ok (UNPINNED ...)"; pin sha256 after a
+    # verified fetch.
     WeightFile(
         name="niqe_pristine", file="niqe_pris_params.npz",
         url="https://github.com/XPixelGroup/BasicSR/raw/master/basicsr/metrics/niqe_pris_params.npz",
-        used_by=("metrics.noref",), size_hint="~12 KiB",
-        note="NIQE pristine model (mu_pris_param, cov_pris_param) of the MATLAB niqe_release, as BasicSR ships it",
+        used_by=("metrics.noref",), size=11850,
+        sha256="2a7c182a68c9e7f1b2e2e5ec723279d6f65d912b6fcaf37eb2bf03d7367c4296",
+        bundled="facesr:metrics/data/niqe_pris_params.npz",
+        note="NIQE pristine model (mu_pris_param, cov_pris_param) of the MATLAB niqe_release, as BasicSR ships it; "
+             "bundled with facesr (permissive LIVE licence: metrics/data/NOTICE.md), sha256 checked against BasicSR "
+             "1.4.2's source distribution",
     ),
     WeightFile(
         name="brisque_svr", file="brisque_svm_weights.pt",

@@ -19,9 +19,6 @@ from facesr.cli.main import main
 from facesr.config import Params
 from facesr.errors import InputError, UserError
 from facesr.evaluate import evaluate, load_per_image, paired_bootstrap, paired_scores
-from facesr.metrics.noref import gaussian_window, niqe_block_features
-from facesr.metrics.fidelity import rgb_to_y
-from tests.metrics._util import sample_faces
 
 MODELS = ("l1_vgg", "l1_vgg_pieapp")
 pytestmark = pytest.mark.slow  # the module fixture runs a full evaluation (~20-30 s on 2 busy cores)
@@ -46,12 +43,7 @@ def eval_run(tmp_path_factory: pytest.TempPathFactory, ci_params: Params, prepar
     models = _save_tiny_models(ci_params, root / "models")
     wdir = root / "weights"
     wdir.mkdir()
-    # fake NIQE pristine params (fitted on sample faces) and a fake BRISQUE SVR: real code paths, fake numbers
-    faces = sample_faces(4, size=None)
-    feats = np.concatenate([niqe_block_features(np.round(rgb_to_y(f))) for f in faces])
-    feats = feats[~np.isnan(feats).any(axis=1)]
-    np.savez(wdir / "niqe_pris_params.npz", mu_pris_param=feats.mean(0), cov_pris_param=np.cov(feats, rowvar=False),
-             gaussian_window=gaussian_window())
+    # NIQE uses the published pristine model bundled with facesr; a fake BRISQUE SVR: real code path, fake numbers
     g = torch.Generator().manual_seed(0)
     torch.save((torch.randn(30, generator=g, dtype=torch.float64), torch.rand(30, 36, generator=g, dtype=torch.float64)),
                wdir / "brisque_svm_weights.pt")
@@ -95,8 +87,12 @@ def test_weights_status_is_reported_never_a_fake_number(eval_run):
     assert "forest" in manifest["metrics"]["ma"]["reason"] and "forest" in manifest["metrics"]["pi"]["reason"]
     table = (eval_run["out"] / "table.md").read_text()
     assert "(untrained)" in table and "missing" in table
-    # the fake NIQE/BRISQUE files have no pinned digest: the footnote says they are not verified
-    assert table.count("NOT verified") == 2
+    # the fake BRISQUE file has no pinned digest: its footnote says it is not verified; NIQE's bundled model is pinned
+    assert table.count("NOT verified") == 1
+    brisque = next(ln for ln in table.splitlines() if "brisque_svm_weights.pt" in ln)
+    assert "NOT verified" in brisque
+    niqe_note = next(ln for ln in table.splitlines() if ln.startswith("- niqe: "))
+    assert "NOT verified" not in niqe_note and "2a7c182a68c9" in niqe_note
 
 
 def test_bicubic_psnr_agrees_with_an_independent_computation(eval_run):

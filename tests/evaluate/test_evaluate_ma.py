@@ -9,24 +9,12 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from facesr.config import Params
 from facesr.evaluate import evaluate, load_per_image
-from facesr.metrics.fidelity import rgb_to_y
 from facesr.metrics.ma import MA_MISSING_REASON
-from facesr.metrics.noref import gaussian_window, niqe_block_features
 from tests.metrics._ma_util import write_golden_model
-from tests.metrics._util import sample_faces
-
-
-def _fake_niqe(wdir: Path) -> None:
-    faces = sample_faces(4, size=None)
-    feats = np.concatenate([niqe_block_features(np.round(rgb_to_y(f))) for f in faces])
-    feats = feats[~np.isnan(feats).any(axis=1)]
-    np.savez(wdir / "niqe_pris_params.npz", mu_pris_param=feats.mean(0), cov_pris_param=np.cov(feats, rowvar=False),
-             gaussian_window=gaussian_window())
 
 
 def _params(ci_params: Params) -> Params:
@@ -39,7 +27,6 @@ def test_ma_and_pi_with_weights(tmp_path: Path, ci_params: Params, prepared_ci: 
                                 monkeypatch: pytest.MonkeyPatch):
     wdir = tmp_path / "weights"
     wdir.mkdir()
-    _fake_niqe(wdir)
     write_golden_model(wdir / "NRQM_model.mat")
     monkeypatch.setenv("FACESR_WEIGHTS_DIR", str(wdir))
     monkeypatch.setenv("FACESR_WEIGHTS_TRUST", "1")
@@ -73,7 +60,6 @@ def test_ma_and_pi_missing_without_the_model(tmp_path: Path, ci_params: Params, 
                                              monkeypatch: pytest.MonkeyPatch):
     wdir = tmp_path / "weights"
     wdir.mkdir()
-    _fake_niqe(wdir)
     monkeypatch.setenv("FACESR_WEIGHTS_DIR", str(wdir))
     monkeypatch.setenv("FACESR_WEIGHTS_TRUST", "1")
     out = tmp_path / "eval"
@@ -105,7 +91,10 @@ def test_pi_is_missing_when_only_niqe_is_missing(tmp_path: Path, ci_params: Para
     monkeypatch.setenv("FACESR_WEIGHTS_TRUST", "1")
     p = ci_params.model_copy(deep=True)
     p.evaluate.metrics = ["ma", "pi"]
-    st = Scorer(p, torch.device("cpu")).status()
+    from facesr import weights
+
+    with weights.override("niqe_pristine", bundled=None, sha256=None, size=None):  # a build without the bundled file
+        st = Scorer(p, torch.device("cpu")).status()
     assert st["ma"]["weights"] == "real" and st["ma"]["reason"] is None
     assert st["pi"]["weights"] == "missing"
     assert "NIQE" in st["pi"]["reason"] and "niqe_pris_params.npz" in st["pi"]["reason"]

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image, ImageFilter
 
+from facesr import weights
 from facesr.errors import InputError
 from facesr.metrics.fidelity import rgb_to_y
 from facesr.metrics.noref import (
@@ -64,18 +65,28 @@ def test_niqe_refuses_one_block_images(fake_pristine):
         niqe(face, *fake_pristine)
 
 
-def test_niqe_metric_status_and_file_loading(weights_dir: Path, fake_pristine):
-    m = NIQEMetric()
-    assert m.status == "missing"
+def test_niqe_metric_uses_the_bundled_published_model(weights_dir: Path):
+    m = NIQEMetric()  # an empty weights cache: the pristine model shipped in the package is used
+    assert m.status == "real" and m.weights.path == weights.cached_path("niqe_pristine")
+    assert m.weights.path.parent.name == "data" and m.weights.path.is_file()
     face = sample_faces(1, size=None)[0]
-    assert math.isnan(m(face))
-    mu, cov = fake_pristine
-    np.savez(weights_dir / "niqe_pris_params.npz", mu_pris_param=mu[None], cov_pris_param=cov,
-             gaussian_window=gaussian_window())
-    m = NIQEMetric()
-    assert m.status == "real"
-    assert m(face) == pytest.approx(niqe(face, mu, cov))
+    assert m(face) == pytest.approx(niqe(face, *load_niqe_params(m.weights.path)))
     assert math.isnan(m(sample_faces(1, size=128)[0]))  # too small: not computed
+
+
+def test_niqe_metric_status_and_file_loading(weights_dir: Path, fake_pristine):
+    with weights.override("niqe_pristine", bundled=None, sha256=None, size=None):  # as a build without the bundle
+        m = NIQEMetric()
+        assert m.status == "missing"
+        face = sample_faces(1, size=None)[0]
+        assert math.isnan(m(face))
+        mu, cov = fake_pristine
+        np.savez(weights_dir / "niqe_pris_params.npz", mu_pris_param=mu[None], cov_pris_param=cov,
+                 gaussian_window=gaussian_window())
+        m = NIQEMetric()
+        assert m.status == "real"
+        assert m(face) == pytest.approx(niqe(face, mu, cov))
+        assert math.isnan(m(sample_faces(1, size=128)[0]))  # too small: not computed
 
 
 def test_niqe_params_file_errors(tmp_path: Path):

@@ -121,10 +121,10 @@ def niqe_block_features(img: np.ndarray, block: int = NIQE_BLOCK) -> np.ndarray:
 def niqe_gray(img: np.ndarray, mu_p: np.ndarray, cov_p: np.ndarray, block: int = NIQE_BLOCK) -> float:
     """NIQE of a 2-D luma image in 0..255 (float): distance of its block-feature MVG to the pristine MVG."""
     dist = niqe_block_features(img, block)
-    mu_d = np.nanmean(dist, axis=0)
     ok = dist[~np.isnan(dist).any(axis=1)]
-    if ok.shape[0] < 2:
+    if ok.shape[0] < 2:  # flat blocks have no AGGD fit: fewer than two usable blocks, no covariance
         return float("nan")
+    mu_d = np.nanmean(dist, axis=0)
     cov_d = np.cov(ok, rowvar=False)
     diff = mu_p - mu_d
     q = diff @ np.linalg.pinv((cov_p + cov_d) / 2) @ diff
