@@ -106,9 +106,10 @@ def _sync(device: torch.device) -> None:
 
 
 def _batches(ds: Any, bs: int, workers: int, pin: bool) -> Iterator[dict[str, torch.Tensor]]:
+    """Batches forever from one loader; its workers persist across epochs, so no timed step pays their start-up."""
+    loader = torch.utils.data.DataLoader(ds, batch_size=bs, shuffle=True, drop_last=True, num_workers=workers,
+                                         pin_memory=pin, persistent_workers=workers > 0)
     while True:
-        loader = torch.utils.data.DataLoader(ds, batch_size=bs, shuffle=True, drop_last=True, num_workers=workers,
-                                             pin_memory=pin)
         yield from loader
 
 
@@ -331,7 +332,7 @@ def bench(params: Params, variants: list[str] | None = None, *, steps: int = 3, 
         tr._data_manifest_sha(Path(data))
         dataset = tr.make_dataset(params, Path(data))
     else:
-        n = max(params.train.batch_size * 4, 16)
+        n = max(params.train.batch_size * 16, 32)
         dataset = _SyntheticPatches(n, params.data.hr_size, params.data.scale)
     rows: list[dict[str, Any]] = []
     saved = torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32
