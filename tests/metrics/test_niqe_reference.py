@@ -45,3 +45,17 @@ def test_golden_values_discriminate():
     """The tolerance is far below the differences between the faces, so a wrong NIQE cannot pass by luck."""
     values = sorted(r["niqe"] for r in GOLDEN["rows"])
     assert min(b - a for a, b in zip(values, values[1:], strict=False)) > 50 * TOL
+
+
+def test_wheels_ship_the_bundled_file():
+    """pyproject's package-data globs cover the bundled model and its licence notice (the container installs a wheel)."""
+    import fnmatch
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["facesr"]
+    pkg = root / "src" / "facesr"
+    for f in (BUNDLED, BUNDLED.parent / "NOTICE.md"):
+        rel = f.relative_to(pkg).as_posix()
+        assert any(fnmatch.fnmatch(rel, g) for g in globs), rel
+    assert weights.get("niqe_pristine").bundled == "facesr:" + BUNDLED.relative_to(pkg).as_posix()
