@@ -441,6 +441,16 @@ def _input_hash(path: Path) -> str:
     return tree_hash(path) if path.is_dir() else sha256_file(path)
 
 
+def no_score_reason(metric: str, n_large: int) -> str:
+    """Why a metric has no finite score for a model; ``n_large``: full test images big enough for NIQE / Ma / PI."""
+    if metric not in ("niqe", "ma", "pi"):
+        return "no finite scores"
+    if n_large == 0:
+        return f"no image large enough (needs >= {NIQE_MIN_SIDE} px per side after the border crop)"
+    return (f"no finite score on the {n_large} image(s) large enough: the outputs are flat or degenerate "
+            "(NIQE and Ma fit statistics of image structure; a constant image has none)")
+
+
 def evaluate(params: Params, data: Path, models: dict[str, Path], out: Path) -> dict[str, Any]:
     """Score the bicubic baseline and each model; write the eval folder; return the metrics dict (metrics.json)."""
     t0 = time.time()
@@ -499,6 +509,7 @@ def evaluate(params: Params, data: Path, models: dict[str, Path], out: Path) -> 
 
     metrics: dict[str, Any] = {}
     notes: dict[str, dict[str, str]] = {}
+    n_large = sum(1 for img in full_lr.values() if min(img.shape[:2]) * scale - 2 * scale >= NIQE_MIN_SIDE)
     for name, scores in per_image.items():
         metrics[name] = {}
         for m in scorer.wanted:
@@ -512,9 +523,7 @@ def evaluate(params: Params, data: Path, models: dict[str, Path], out: Path) -> 
             if st["weights"] == "missing":
                 entry.update(mean=None, ci95=None, n=0)
             elif not finite.size:
-                notes.setdefault(name, {})[m] = (
-                    f"no image large enough (needs >= {NIQE_MIN_SIDE} px per side after the border crop)"
-                    if m in ("niqe", "ma", "pi") else "no finite scores")
+                notes.setdefault(name, {})[m] = no_score_reason(m, n_large)
             metrics[name][m] = entry
 
     diffs: dict[str, Any] = {}

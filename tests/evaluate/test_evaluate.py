@@ -302,3 +302,23 @@ def test_untrained_models_are_marked_in_the_table(eval_run):
     table = (eval_run["out"] / "table.md").read_text()
     assert "| l1_vgg † |" in table and "| bicubic |" in table
     assert "† model trained with untrained" in table
+
+
+def test_flat_model_output_gets_the_right_reason(tmp_path: Path, ci_params: Params, prepared_ci: Path):
+    """A model whose output is constant has no NIQE although the images are large enough: the note says why."""
+    from facesr.models import build_generator
+    from facesr.models.io import save_generator
+
+    g = build_generator(ci_params)
+    with torch.no_grad():
+        g.conv_last.weight.zero_()
+        g.conv_last.bias.fill_(0.5)  # every output pixel mid-grey
+    save_generator(g, tmp_path / "flat" / "model", {"variant": "l1_vgg", "scale": ci_params.data.scale})
+    p = ci_params.model_copy(deep=True)
+    p.evaluate.metrics = ["psnr_y", "niqe"]
+    result = evaluate(p, prepared_ci, {"flat": tmp_path / "flat"}, tmp_path / "eval")
+    assert result["bicubic"]["niqe"]["n"] > 0  # the same images are large enough for NIQE
+    assert result["flat"]["niqe"]["n"] == 0 and result["flat"]["niqe"]["weights"] == "real"
+    notes = json.loads((tmp_path / "eval" / "manifest.json").read_text())["notes"]
+    assert "flat or degenerate" in notes["flat"]["niqe"] and "large enough" in notes["flat"]["niqe"]
+    assert "bicubic" not in notes
