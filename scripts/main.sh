@@ -27,11 +27,13 @@ dvc push
 
 echo
 echo "== results"
+# a partial run (`bash scripts/main.sh evaluate`) prints what its stages made and says what they did not
+show() { if [ -e "$1" ]; then return 0; else echo "   (no $1: its stage has not run)"; return 1; fi; }
 echo "-- outputs/eval/table.md"
-cat outputs/eval/table.md
+if show outputs/eval/table.md; then cat outputs/eval/table.md; fi
 echo
 echo "-- comparison grids (LR | bicubic | l1_vgg | l1_vgg_pieapp | HR)"
-ls -1 outputs/eval/grids/*.png
+if show outputs/eval/grids; then ls -1 outputs/eval/grids/*.png; fi
 echo
 echo "-- metrics: outputs/eval/metrics.json (dvc metrics show), per image: outputs/eval/per_image.csv"
 echo "-- models: outputs/train/l1_vgg/model, outputs/train/l1_vgg_pieapp/model"
@@ -40,9 +42,11 @@ echo
 echo "-- registry: model $(param registry.model_name), tracking ${MLFLOW_TRACKING_URI:-$(param registry.tracking_uri)}"
 for receipt in outputs/registry/register.txt outputs/registry/promote.txt; do
   echo "   $receipt:"
-  sed 's/^/     /' "$receipt"
+  if show "$receipt"; then sed 's/^/     /' "$receipt"; fi
 done
-name=$(param registry.model_name)
-for alias in champion challenger; do
-  if facesr lineage "models:/$name@$alias" 2>/dev/null; then break; fi
-done
+if [ -e outputs/registry/register.txt ]; then
+  name=$(param registry.model_name)
+  for alias in champion challenger; do
+    if facesr lineage "models:/$name@$alias" 2>/dev/null; then break; fi
+  done
+fi
