@@ -433,8 +433,9 @@ def _model_inputs(models: dict[str, Path]) -> None:
         if name == BASELINE:
             raise UserError(f"--model {name}=...: the name {BASELINE!r} is reserved for the baseline; choose another")
         if not path.exists():
-            raise InputError(f"--model {name}={path}: not found; expected a model folder from `facesr train` (OUT/model) "
-                             "or a generator .safetensors file")
+            raise InputError(f"--model {name}={path}: {path} not found; expected NAME=DIR with DIR a model folder from "
+                             "`facesr train` (OUT or OUT/model) or a generator .safetensors file (a bare DIR is named "
+                             "after its folder)")
 
 
 def _input_hash(path: Path) -> str:
