@@ -310,7 +310,8 @@ def _run_all(params: Params, variants: list[str], device: torch.device, referenc
                 ref_ips = row["imgs_per_s"]
             row["speedup"] = row["imgs_per_s"] / ref_ips if ref_ips else None
             rows.append(row)
-        del runners
+        runners.clear()  # free this variant's models before the next one is built
+        del r
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return rows
