@@ -30,7 +30,7 @@ from facesr.fsutil import atomic_dir, atomic_write_bytes, atomic_write_json, ato
 from facesr.metrics import LOWER_IS_BETTER, METRICS
 from facesr.metrics.fidelity import psnr, ssim
 from facesr.metrics.ma import MA_MISSING_REASON, MA_NEEDS, MaMetric, pi_score
-from facesr.metrics.noref import NIQE_MIN_SIDE, BRISQUEMetric, NIQEMetric
+from facesr.metrics.noref import NIQE_MIN_SIDE, BRISQUEMetric, NIQEMetric, niqe_size_ok
 from facesr.metrics.perceptual import LPIPSMetric, PieAPPMetric
 
 log = logging.getLogger(__name__)
@@ -274,7 +274,7 @@ class Scorer:
                else list(nan)}
         if self.ma is not None and self.ma.status == "real":
             out["ma"] = [self.ma(full_srs[n], border=self.scale)
-                         if n in full_srs and min(full_srs[n].shape[:2]) - 2 * self.scale >= NIQE_MIN_SIDE
+                         if n in full_srs and niqe_size_ok(*full_srs[n].shape[:2], border=self.scale)
                          else float("nan") for n in names]
         else:
             out["ma"] = list(nan)
@@ -510,7 +510,8 @@ def evaluate(params: Params, data: Path, models: dict[str, Path], out: Path) -> 
 
     metrics: dict[str, Any] = {}
     notes: dict[str, dict[str, str]] = {}
-    n_large = sum(1 for img in full_lr.values() if min(img.shape[:2]) * scale - 2 * scale >= NIQE_MIN_SIDE)
+    n_large = sum(1 for img in full_lr.values()
+                  if niqe_size_ok(img.shape[0] * scale, img.shape[1] * scale, border=scale))
     for name, scores in per_image.items():
         metrics[name] = {}
         for m in scorer.wanted:

@@ -8,6 +8,7 @@ would land outside the destination (absolute paths, "..", links), so a crafted a
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -16,9 +17,11 @@ import stat
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from facesr.data import IMAGE_EXTENSIONS
 from facesr.errors import ExternalServiceError, InputError, UserError
@@ -93,10 +96,9 @@ def safe_extract(archive: Path, dest: Path) -> list[str]:
     """
     archive, dest = Path(archive), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    written: list[str] = []
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
-            members = []
+            zmembers: list[tuple[str, Callable[[], IO[bytes] | None]]] = []
             for info in zf.infolist():
                 if info.is_dir():
                     continue
@@ -105,20 +107,14 @@ def safe_extract(archive: Path, dest: Path) -> list[str]:
                 if rel is None or (mode and not stat.S_ISREG(mode)):
                     raise InputError(f"{archive}: unsafe archive member {info.filename!r} (absolute path, '..' or link); "
                                      "nothing was extracted")
-                members.append((info, rel))
-            for info, rel in members:
-                target = dest / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(target, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-                written.append(rel)
-        return written
+                zmembers.append((rel, functools.partial(zf.open, info)))
+            return _write_members(dest, zmembers)
     try:
         tf = tarfile.open(archive)
     except (tarfile.TarError, OSError) as exc:
         raise InputError(f"{archive}: not a readable zip or tar archive ({exc})") from None
     with tf:
-        members = []
+        tmembers: list[tuple[str, Callable[[], IO[bytes] | None]]] = []
         for m in tf.getmembers():
             if m.isdir():
                 continue
@@ -126,16 +122,22 @@ def safe_extract(archive: Path, dest: Path) -> list[str]:
             if rel is None or not m.isfile():
                 raise InputError(f"{archive}: unsafe archive member {m.name!r} (absolute path, '..', link or device); "
                                  "nothing was extracted")
-            members.append((m, rel))
-        for m, rel in members:
-            target = dest / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            src = tf.extractfile(m)
-            if src is None:
-                continue
-            with src, open(target, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            written.append(rel)
+            tmembers.append((rel, functools.partial(tf.extractfile, m)))
+        return _write_members(dest, tmembers)
+
+
+def _write_members(dest: Path, members: list[tuple[str, Callable[[], IO[bytes] | None]]]) -> list[str]:
+    """Write each checked archive member (relative path, opener) under ``dest``; returns the paths written."""
+    written: list[str] = []
+    for rel, open_member in members:
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        src = open_member()
+        if src is None:
+            continue
+        with src, open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        written.append(rel)
     return written
 
 

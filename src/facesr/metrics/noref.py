@@ -31,6 +31,11 @@ from facesr.metrics.fidelity import rgb_to_y
 NIQE_BLOCK = 96
 NIQE_MIN_SIDE = 2 * NIQE_BLOCK
 
+
+def niqe_size_ok(h: int, w: int, border: int = 0) -> bool:
+    """Whether an h x w image leaves at least NIQE_MIN_SIDE px per side after cropping ``border`` (>= 2 blocks)."""
+    return min(h, w) - 2 * border >= NIQE_MIN_SIDE
+
 _GAM = np.arange(0.2, 10.001, 0.001)
 _R_GAM = np.square(gamma(2.0 / _GAM)) / (gamma(1.0 / _GAM) * gamma(3.0 / _GAM))
 
@@ -154,7 +159,7 @@ class NIQEMetric:
     def __call__(self, img: np.ndarray, border: int = 0) -> float:
         if self.params is None:
             return float("nan")
-        if min(img.shape[:2]) - 2 * border < NIQE_MIN_SIDE:
+        if not niqe_size_ok(*img.shape[:2], border=border):
             return float("nan")
         return niqe(img, *self.params, border=border)
 
