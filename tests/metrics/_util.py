@@ -9,11 +9,13 @@ import pytest
 from PIL import Image
 
 SAMPLE = Path(__file__).resolve().parents[2] / "src" / "facesr" / "data" / "sample"
+# the three faces the golden NIQE/Ma values were computed on by BasicSR/pyiqa (tests/metrics/data/faces/README.md)
+GOLDEN_FACES = Path(__file__).resolve().parent / "data" / "faces"
 
 
-def sample_faces(n: int = 4, size: int | None = 128) -> list[np.ndarray]:
-    """The first ``n`` bundled sample faces as uint8 RGB, centre-cropped to ``size`` (None = whole image)."""
-    files = sorted(SAMPLE.glob("*.jpg"))[:n]
+def sample_faces(n: int = 4, size: int | None = 128, root: Path = SAMPLE) -> list[np.ndarray]:
+    """The first ``n`` faces of ``root`` (the bundled sample) as uint8 RGB, centre-cropped to ``size`` (None = whole)."""
+    files = sorted(root.glob("*.jpg"))[:n]
     if len(files) < n:
         pytest.skip("bundled sample faces not present")
     out = []

@@ -31,14 +31,14 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tests.metrics._ma_util import GOLDEN, SEED, write_synthetic_model  # noqa: E402
-from tests.metrics._util import sample_faces  # noqa: E402
+from tests.metrics._util import GOLDEN_FACES, sample_faces  # noqa: E402
 
 BORDER = 4
 
 
 def golden_images() -> dict[str, np.ndarray]:
     """The test images: two whole faces, one blurred, one odd-sized crop (odd FFT / pyramid sizes)."""
-    faces = sample_faces(3, size=None)
+    faces = sample_faces(3, size=None, root=GOLDEN_FACES)
     blurred = np.asarray(Image.fromarray(faces[0]).filter(ImageFilter.GaussianBlur(2)))
     return {"face0": faces[0], "face1": faces[1], "face0_blur2": blurred,
             "face2_crop139x171": np.ascontiguousarray(faces[2][7:146, 5:176])}

@@ -55,11 +55,11 @@ def _load_basicsr_niqe() -> types.ModuleType:
 
 
 def main() -> None:
-    from tests.metrics._util import SAMPLE
+    from tests.metrics._util import GOLDEN_FACES
 
     niqe = _load_basicsr_niqe()
     metric_util = sys.modules["basicsr.metrics.metric_util"]
-    files = sorted(SAMPLE.glob("*.jpg"))[:3]
+    files = sorted(GOLDEN_FACES.glob("*.jpg"))[:3]
     from PIL import Image
 
     params = np.load(HERE.parents[1] / "src/facesr/metrics/data/niqe_pris_params.npz")

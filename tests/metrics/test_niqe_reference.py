@@ -16,7 +16,7 @@ from PIL import Image
 
 from facesr import weights
 from facesr.metrics.noref import load_niqe_params, niqe
-from tests.metrics._util import SAMPLE
+from tests.metrics._util import GOLDEN_FACES
 
 GOLDEN = json.loads((Path(__file__).parent / "data" / "niqe_golden.json").read_text())
 BUNDLED = Path(weights.__file__).parent / "metrics" / "data" / "niqe_pris_params.npz"
@@ -35,7 +35,7 @@ def test_bundled_params_are_the_published_file():
 @pytest.mark.parametrize("row", GOLDEN["rows"], ids=lambda r: f"{r['file']}-border{r['border']}")
 def test_niqe_matches_basicsr(row):
     mu, cov = load_niqe_params(BUNDLED)
-    with Image.open(SAMPLE / row["file"]) as im:
+    with Image.open(GOLDEN_FACES / row["file"]) as im:
         rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
     assert min(rgb.shape[:2]) - 2 * row["border"] >= 192  # two 96 px blocks at least: a real NIQE, not a degenerate one
     assert niqe(rgb, mu, cov, border=row["border"]) == pytest.approx(row["niqe"], abs=TOL)
