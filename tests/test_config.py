@@ -132,3 +132,109 @@ def test_flat_and_merge_helpers() -> None:
     flat = Params().flat()
     assert flat["train.lr_g"] == pytest.approx(1e-4)
     assert "loss.variants.l1_vgg_pieapp.pieapp" in flat
+
+
+# --- hostile params files (the issue "survive hostile input", items 3 and 9) -----------------------------------------
+
+
+def _bomb_yaml(levels: int, key: str) -> str:
+    """A YAML alias bomb: level i is a list of nine aliases to level i-1; the last one is the value of ``key``."""
+    lines = ["x0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    lines += [f"x{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels)]
+    section, name = key.split(".")
+    return "\n".join(lines) + f"\n{section}:\n  {name}: *a{levels - 1}\n"
+
+
+@pytest.mark.parametrize("key", ["train.betas", "train.lr_milestones", "evaluate.metrics"])
+def test_a_yaml_alias_bomb_is_refused_at_once_by_the_cli(tmp_path: Path, key: str) -> None:
+    import subprocess
+    import sys
+    import time
+
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(_bomb_yaml(9, key))  # 9^9 = 387 million values once expanded
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "facesr", "--params", str(bomb), "params"], capture_output=True,
+                       text=True, timeout=60)
+    assert time.monotonic() - t0 < 30
+    assert r.returncode == 2, r.stderr
+    assert str(bomb) in r.stderr and "expands to more than" in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr) < 1000
+
+
+def test_a_recursive_alias_is_refused(tmp_path: Path) -> None:
+    f = tmp_path / "loop.yaml"
+    f.write_text("train:\n  lr_milestones: &a [1, *a]\n")
+    with pytest.raises(ParamsError, match="recursive"):
+        load_raw(f)
+
+
+def test_anchors_and_merge_keys_of_normal_size_still_work(tmp_path: Path, params_file: Path) -> None:
+    raw = yaml.safe_load(params_file.read_text())
+    f = tmp_path / "params.yaml"
+    f.write_text(yaml.safe_dump(raw) + "x_shared: &b [0.5, 0.9]\n")
+    text = f.read_text().replace("x_shared: &b [0.5, 0.9]\n", "")
+    f.write_text("x_shared: &b [0.5, 0.9]\n" + text.replace("betas:\n  - 0.9\n  - 0.99", "betas: *b"))
+    raw2 = load_raw(f)
+    raw2.pop("x_shared")
+    assert resolve(raw2, profile="ci").train.betas == (0.5, 0.9)
+
+
+def test_an_expanded_value_in_an_error_message_is_truncated(params_file: Path) -> None:
+    # a value that is huge once printed (531441 numbers) but cheap to hold (shared lists): the message stays short
+    v: list = [1] * 9
+    for _ in range(5):
+        v = [v] * 9
+    raw = load_raw(params_file)
+    for key in ("betas", "lr_milestones"):
+        with pytest.raises(ParamsError) as exc:
+            resolve({**raw, "train": {**raw["train"], key: v}}, profile="ci")
+        assert f"train.{key}" in str(exc.value) and len(str(exc.value)) < 3000
+
+
+def test_oversized_non_utf8_and_folder_params_are_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    big = tmp_path / "big.yaml"
+    big.write_text("seed: 0\n" + "# padding\n" * 200_000)
+    with pytest.raises(ParamsError, match=r"big.yaml: larger than"):
+        load_raw(big)
+    latin = tmp_path / "latin1.yaml"
+    latin.write_bytes("data:\n  source: dir:caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ParamsError, match=r"latin1.yaml: not UTF-8"):
+        load_raw(latin)
+    monkeypatch.setenv("FACESR_PARAMS", str(tmp_path))
+    with pytest.raises(ParamsError, match=r"is a folder.*FACESR_PARAMS"):
+        load_params()
+
+
+def test_non_utf8_and_folder_params_exit_2_from_the_cli(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    latin = tmp_path / "latin1.yaml"
+    latin.write_bytes("seed: 0 # caf\xe9\n".encode("latin-1"))
+    r = subprocess.run([sys.executable, "-m", "facesr", "--params", str(latin), "params"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and "latin1.yaml: not UTF-8" in r.stderr and "Traceback" not in r.stderr
+    env = {**os.environ, "FACESR_PARAMS": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-m", "facesr", "params"], capture_output=True, text=True, timeout=60,
+                       env=env, cwd=tmp_path)
+    assert r.returncode == 2 and f"{tmp_path}: is a folder" in r.stderr and "Error" not in r.stderr
+
+
+@pytest.mark.parametrize("override", ["train.batch_size=true", "seed=false", "train.lr_g=true",
+                                      "train.betas=[true, 0.9]", "train.max_steps=2.5"])
+def test_bools_are_not_numbers(params_file: Path, override: str) -> None:
+    with pytest.raises(ParamsError, match=override.split("=")[0].replace(".", r"\.")):
+        load_params(params_file, profile="ci", overrides=[override])
+
+
+def test_exponent_floats_without_a_dot_are_numbers(params_file: Path) -> None:
+    p = load_params(params_file, profile="ci", overrides=["train.lr_g=1e-3", "train.lr_d=2E-4"])
+    assert (p.train.lr_g, p.train.lr_d) == (1e-3, 2e-4)
+
+
+def test_generator_size_is_bounded(params_file: Path) -> None:
+    for override in ("model.generator.num_block=20000", "model.generator.num_feat=-1", "model.generator.num_feat=512"):
+        with pytest.raises(ParamsError, match=override.split("=")[0].replace(".", r"\.")):
+            load_params(params_file, profile="ci", overrides=[override])

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import copy
 import os
+import re
+import reprlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
 from facesr.errors import ParamsError
 from facesr.fsutil import canonical_json, sha256_bytes
@@ -22,11 +24,18 @@ from facesr.fsutil import canonical_json, sha256_bytes
 DEFAULT_PARAMS_FILE = "params.yaml"
 VARIANTS = ("l1_vgg", "l1_vgg_pieapp")
 
-PosInt = Annotated[int, Field(gt=0)]
-NonNegInt = Annotated[int, Field(ge=0)]
-Prob = Annotated[float, Field(ge=0.0, le=1.0)]
-NonNegFloat = Annotated[float, Field(ge=0.0)]
-PosFloat = Annotated[float, Field(gt=0.0)]
+# numbers are strict: YAML `true` is not 1 and `5.5` is not an int (an int is still a valid float)
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]
+PosInt = Annotated[Int, Field(gt=0)]
+NonNegInt = Annotated[Int, Field(ge=0)]
+Prob = Annotated[Float, Field(ge=0.0, le=1.0)]
+NonNegFloat = Annotated[Float, Field(ge=0.0)]
+PosFloat = Annotated[Float, Field(gt=0.0)]
+
+# what a params file may be: a few KB of YAML; anything far beyond that is refused before it is parsed or expanded
+MAX_PARAMS_BYTES = 1 << 20
+MAX_YAML_NODES = 20_000  # scalars + lists + mappings after aliases are expanded (params.yaml: a few hundred)
 
 
 class _Section(BaseModel):
@@ -38,7 +47,7 @@ class DataParams(_Section):
     kaggle_dataset: str = Field("ashwingupta3012/human-faces", description="the paper's dataset on Kaggle")
     hr_size: PosInt = Field(128, description="HR crop size (px)")
     scale: Literal[2, 4, 8] = Field(4, description="upscaling factor; LR size = hr_size / scale")
-    test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(0.3, description="share of images in the test split")
+    test_fraction: Annotated[Float, Field(gt=0.0, lt=1.0)] = Field(0.3, description="share of images in the test split")
     hflip: Prob = Field(0.5, description="probability of a horizontal flip (training)")
     rot90: Prob = Field(0.5, description="probability of a 90-degree rotation (training)")
     max_train_side: PosInt = Field(512, description="longer side cap for stored training images (downscaled above it)")
@@ -60,9 +69,11 @@ class DataParams(_Section):
 
 
 class GeneratorParams(_Section):
-    num_feat: PosInt = 64
-    num_block: PosInt = 23
-    num_grow_ch: PosInt = 32
+    """RRDBNet size. The bounds also apply to every model.json that is loaded (facesr.models.io)."""
+
+    num_feat: Annotated[PosInt, Field(le=256)] = 64
+    num_block: Annotated[PosInt, Field(le=64)] = 23
+    num_grow_ch: Annotated[PosInt, Field(le=128)] = 32
 
 
 class DiscriminatorParams(_Section):
@@ -109,10 +120,10 @@ class TrainParams(_Section):
     batch_size: PosInt = 8
     lr_g: PosFloat = 1e-4
     lr_d: PosFloat = 1e-4
-    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.99)
+    betas: tuple[Annotated[Float, Field(ge=0, lt=1)], Annotated[Float, Field(ge=0, lt=1)]] = (0.9, 0.99)
     lr_milestones: list[PosInt] = Field(default_factory=list, description="MultiStepLR milestones (steps)")
     lr_gamma: PosFloat = 0.5
-    ema_decay: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.999
+    ema_decay: Annotated[Float, Field(ge=0.0, lt=1.0)] = 0.999
     checkpoint_every: PosInt = 500
     log_every: PosInt = 10
     init_from: str | None = Field(None, description="BasicSR/ESRGAN .pth or our safetensors to initialise G")
@@ -130,7 +141,7 @@ class EvaluateParams(_Section):
     bootstrap: PosInt = Field(1000, description="bootstrap resamples for the 95% intervals")
     batch_size: PosInt = 8
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    pieapp_stride: Annotated[int, Field(gt=0, le=64)] = Field(
+    pieapp_stride: Annotated[Int, Field(gt=0, le=64)] = Field(
         32, description="PieAPP metric: stride of the 64x64 patches (whole image covered; 64 = no overlap, faster)")
 
 
@@ -221,15 +232,12 @@ def deep_merge(base: dict[str, Any], over: Mapping[str, Any], where: str = "") -
 
 def _parse_override(item: str) -> tuple[list[str], Any]:
     if "=" not in item:
-        raise ParamsError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. --set train.max_steps=10")
+        raise ParamsError(f"--set {short(item)}: expected KEY=VALUE with a dotted key, e.g. --set train.max_steps=10")
     key, raw = item.split("=", 1)
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise ParamsError(f"--set {item!r}: the key must be a dotted path such as train.batch_size")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as exc:
-        raise ParamsError(f"--set {item!r}: the value is not valid YAML ({exc})") from None
+        raise ParamsError(f"--set {short(item)}: the key must be a dotted path such as train.batch_size")
+    value = yaml_load(raw, f"--set {short(item)}") if raw.strip() else None
     return key.split("."), value
 
 
@@ -245,8 +253,9 @@ def _set_dotted(d: dict[str, Any], parts: list[str], value: Any) -> None:
 
 
 def _format_validation_error(exc: ValidationError, source: str) -> str:
-    lines = []
-    for err in exc.errors():
+    lines: list[str] = []
+    errors = exc.errors(include_url=False)
+    for err in errors:
         loc = ".".join(str(p) for p in err.get("loc", ()))
         typ = err.get("type", "")
         msg = err.get("msg", "invalid")
@@ -255,8 +264,11 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
             allowed = _allowed_keys(parent)
             msg = f"unknown key; allowed here: {', '.join(allowed)}" if allowed else "unknown key"
         got = err.get("input")
-        got_s = "" if typ == "extra_forbidden" or isinstance(got, dict) else f" (got {got!r})"
-        lines.append(f"{loc or '<root>'}: {msg}{got_s}")
+        got_s = "" if typ == "extra_forbidden" or isinstance(got, dict) else f" (got {short(got)})"
+        lines.append(f"{clip(loc, 200) or '<root>'}: {clip(msg)}{got_s}")
+        if len(lines) >= MAX_ERROR_LINES:
+            lines.append(f"... and {len(errors) - MAX_ERROR_LINES} more")
+            break
     return f"{source}: invalid params:\n  " + "\n  ".join(lines)
 
 
@@ -274,15 +286,110 @@ def _allowed_keys(dotted_parent: str) -> list[str]:
     return sorted(getattr(model, "model_fields", {}).keys())
 
 
-def load_raw(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """Read params.yaml (or ``path``) as a plain mapping; missing or malformed files raise ParamsError."""
-    p = Path(path or os.environ.get("FACESR_PARAMS") or DEFAULT_PARAMS_FILE)
-    if not p.exists():
-        raise ParamsError(f"{p}: params file not found (pass --params PATH or run from the project folder)")
+# -------------------------------------------------------------------------------------------------------------------
+# reading YAML: bounded size, bounded expansion, bounded messages
+
+MAX_ERROR_LINES = 20
+_REPR = reprlib.Repr()  # Python 3.11: no keyword arguments
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxlong, _REPR.maxother = 3, 80, 40, 80
+_REPR.maxtuple = _REPR.maxlist = _REPR.maxarray = _REPR.maxdict = _REPR.maxset = _REPR.maxfrozenset = 6
+_REPR.maxdeque = 6
+
+
+def clip(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def short(value: Any, limit: int = 120) -> str:
+    """A bounded repr for messages: nested or huge values (an expanded YAML alias bomb) print as a short prefix."""
+    return clip(_REPR.repr(value), limit)
+
+
+class _ParamsLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that reads ``1e-4`` as a float (YAML 1.2; YAML 1.1 reads a string) and refuses documents whose
+    alias-expanded tree exceeds ``MAX_YAML_NODES`` nodes (an alias bomb) or refers to itself."""
+
+    def compose_document(self) -> yaml.Node:
+        node = super().compose_document()
+        _check_expanded_size(node)
+        return node
+
+
+_ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+class _YamlTooLarge(Exception):
+    pass
+
+
+def _check_expanded_size(root: yaml.Node) -> None:
+    memo: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(n: yaml.Node) -> int:
+        key = id(n)
+        if key in memo:
+            return memo[key]
+        if key in active:
+            raise _YamlTooLarge("an alias refers to the node that contains it (a recursive structure)")
+        active.add(key)
+        total = 1
+        if isinstance(n, yaml.SequenceNode):
+            total += sum(size(c) for c in n.value)
+        elif isinstance(n, yaml.MappingNode):
+            total += sum(size(k) + size(v) for k, v in n.value)
+        active.discard(key)
+        memo[key] = total
+        return total
+
+    n = size(root)
+    if n > MAX_YAML_NODES:
+        raise _YamlTooLarge(f"it expands to more than {MAX_YAML_NODES} values (aliases included; a params file has a "
+                            "few hundred)")
+
+
+def yaml_load(text: str, source: str) -> Any:
+    """Parse params YAML (a file's text or a --set value) with the limits above; errors name ``source``."""
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        return yaml.load(text, Loader=_ParamsLoader)  # noqa: S506 - a SafeLoader subclass
+    except _YamlTooLarge as exc:
+        raise ParamsError(f"{source}: refused: {exc}") from None
+    except RecursionError:
+        raise ParamsError(f"{source}: refused: nested too deeply") from None
     except yaml.YAMLError as exc:
-        raise ParamsError(f"{p}: not valid YAML ({exc})") from None
+        raise ParamsError(f"{source}: not valid YAML ({clip(str(exc), 500)})") from None
+
+
+def params_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """``path``, else ``$FACESR_PARAMS``, else ./params.yaml."""
+    return Path(path or os.environ.get("FACESR_PARAMS") or DEFAULT_PARAMS_FILE)
+
+
+def load_raw(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Read params.yaml (or ``path``) as a plain mapping; missing, oversized, non-UTF-8 or malformed files raise
+    ParamsError naming the file."""
+    p = params_path(path)
+    via = " ($FACESR_PARAMS points here)" if not path and os.environ.get("FACESR_PARAMS") else ""
+    if p.is_dir():
+        raise ParamsError(f"{p}: is a folder, not a params file{via}; pass --params PATH to a YAML file")
+    if not p.exists():
+        raise ParamsError(f"{p}: params file not found{via} (pass --params PATH or run from the project folder)")
+    try:
+        with open(p, "rb") as f:
+            data = f.read(MAX_PARAMS_BYTES + 1)
+    except OSError as exc:
+        raise ParamsError(f"{p}: cannot read the params file{via} ({exc.strerror or exc})") from None
+    if len(data) > MAX_PARAMS_BYTES:
+        raise ParamsError(f"{p}: larger than {MAX_PARAMS_BYTES // 1024} KiB{via}; a params file is a few KB of YAML")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ParamsError(f"{p}: not UTF-8 text (invalid byte at offset {exc.start}){via}; save it as UTF-8") from None
+    raw = yaml_load(text, str(p))
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -334,5 +441,5 @@ def load_params(
     overrides: Iterable[str] = (),
 ) -> Params:
     """Load params.yaml (or ``path``), apply ``profile`` and ``--set`` overrides, validate."""
-    src = str(path or os.environ.get("FACESR_PARAMS") or DEFAULT_PARAMS_FILE)
+    src = str(params_path(path))
     return resolve(load_raw(path), profile=profile, overrides=overrides, source=src)
