@@ -248,6 +248,7 @@ def rows_to_csv(rows: list[dict[str, str]]) -> str:
 
 def load_candidates(eval_dir: Path, models: dict[str, Path]) -> list[Candidate]:
     from facesr.infer import find_model_folder
+    from facesr.models.io import check_model
 
     eval_dir = Path(eval_dir)
     if not eval_dir.is_dir():
@@ -264,7 +265,7 @@ def load_candidates(eval_dir: Path, models: dict[str, Path]) -> list[Candidate]:
             raise UserError(f"--model {name}={d}: {eval_dir / 'metrics.json'} has no model {name!r}; "
                             f"it has: {', '.join(sorted(metrics))}")
         mdir = find_model_folder(Path(d))
-        meta = read_json(mdir / "model.json")
+        meta = check_model(mdir).meta  # digest, architecture bounds and header shapes, before anything is logged
         rows = [r for r in per_image if r.get("model") == name]
         out.append(Candidate(name, Path(d), mdir, meta, metrics[name], rows))
     return out

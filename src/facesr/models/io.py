@@ -13,11 +13,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from safetensors import SafetensorError
@@ -26,6 +28,8 @@ from torch import nn
 
 from facesr.errors import InputError
 from facesr.fsutil import atomic_dir, atomic_write_json, canonical_json, sha256_file
+
+log = logging.getLogger(__name__)
 
 MODEL_FORMAT = "facesr.model/1"
 WEIGHTS_FILE = "generator.safetensors"
@@ -72,35 +76,55 @@ def save_generator(model: nn.Module, folder: str | os.PathLike[str], meta: Mappi
     return info
 
 
-def infer_arch(state: Mapping[str, torch.Tensor]) -> dict[str, int]:
-    """RRDBNet hyper-parameters from a BasicSR-style state dict's shapes."""
+def infer_arch(state: Mapping[str, Any]) -> dict[str, int]:
+    """RRDBNet hyper-parameters from a BasicSR-style state dict's shapes (tensors, or shapes as tuples)."""
+
+    def shape(k: str) -> tuple[int, ...]:
+        v = state[k]
+        return tuple(v.shape) if hasattr(v, "shape") else tuple(v)
+
     try:
-        w_first = state["conv_first.weight"]
+        w_first = shape("conv_first.weight")
         blocks = {int(m.group(1)) for k in state if (m := re.match(r"body\.(\d+)\.", k))}
-        num_grow = state["body.0.rdb1.conv1.weight"].shape[0] if blocks else 32
-        in_ch = int(w_first.shape[1])
+        num_grow = shape("body.0.rdb1.conv1.weight")[0] if blocks else 32
+        in_ch = int(w_first[1])
         scale = 8 if "conv_up3.weight" in state else 4
         if in_ch == 12 and scale == 4:
             in_ch, scale = 3, 2
-        return {"num_in_ch": in_ch, "num_out_ch": int(state["conv_last.weight"].shape[0]),
-                "num_feat": int(w_first.shape[0]), "num_block": len(blocks), "num_grow_ch": int(num_grow),
+        return {"num_in_ch": in_ch, "num_out_ch": int(shape("conv_last.weight")[0]),
+                "num_feat": int(w_first[0]), "num_block": len(blocks), "num_grow_ch": int(num_grow),
                 "scale": scale}
-    except (KeyError, IndexError, AttributeError) as exc:
+    except (KeyError, IndexError, AttributeError, TypeError) as exc:
         raise ValueError(f"not an RRDBNet state dict (missing {exc})") from None
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    if not path.is_file():
-        raise InputError(f"{path}: model weights not found (expected a model folder with {WEIGHTS_FILE}, "
-                         "or a .safetensors file)")
-    try:
-        from safetensors import safe_open
+_FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
 
+
+@dataclass
+class ModelFiles:
+    """A checked model: the files, model.json (or what stands for it) and the architecture, before any weights load."""
+
+    weights: Path
+    meta_file: Path | None
+    meta: dict[str, Any]
+    arch: dict[str, int]
+
+
+def _header(path: Path) -> tuple[dict[str, tuple[int, ...]], dict[str, str], dict[str, str]]:
+    """(shapes, dtypes, metadata) from a safetensors header only: no tensor data is read."""
+    from safetensors import safe_open
+
+    try:
         with safe_open(str(path), framework="pt") as f:
             st_meta = dict(f.metadata() or {})
-        state = load_file(str(path), device="cpu")
+            shapes, dtypes = {}, {}
+            for k in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+                sl = f.get_slice(k)
+                shapes[k], dtypes[k] = tuple(int(n) for n in sl.get_shape()), str(sl.get_dtype())
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise InputError(f"{path}: not a readable safetensors file ({exc})") from None
+        raise InputError(f"{path}: not a readable safetensors file ({str(exc)[:200]}); expected the "
+                         f"{WEIGHTS_FILE} written by facesr train") from None
     if ST_META_KEY in st_meta:  # our layout: one canonical-JSON entry; files written by other tools keep flat keys
         try:
             packed = json.loads(st_meta.pop(ST_META_KEY))
@@ -108,13 +132,66 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
             raise InputError(f"{path}: malformed '{ST_META_KEY}' metadata ({exc})") from None
         if isinstance(packed, dict):
             st_meta.update({str(k): str(v) for k, v in packed.items()})
-    return state, st_meta
+    return shapes, dtypes, st_meta
 
 
-def load_generator(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Load our generator from a model folder or a ``.safetensors`` file; returns ``(model in eval mode, meta)``."""
+def _check_arch(values: Mapping[str, Any], source: Path) -> dict[str, int]:
+    """The architecture numbers, validated with the bounds of params (config.GeneratorParams, data.scale)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from facesr.config import DataParams, GeneratorParams, short
+
+    errors = []
+    for k in ("num_in_ch", "num_out_ch"):
+        if type(values[k]) is not int or values[k] != 3:
+            errors.append(f"{k}: must be 3 (RGB) (got {short(values[k])})")
+    try:
+        GeneratorParams.model_validate({k: values[k] for k in ("num_feat", "num_block", "num_grow_ch")})
+    except ValidationError as exc:
+        errors += [f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {short(e.get('input'))})" for e in exc.errors()]
+    f = DataParams.model_fields["scale"]
+    try:
+        ann = Annotated[(f.annotation, *f.metadata)] if f.metadata else f.annotation
+        TypeAdapter(ann).validate_python(values["scale"], strict=True)
+    except ValidationError as exc:
+        errors.append(f"scale: {exc.errors()[0]['msg']} (got {short(values['scale'])})")
+    if errors:
+        raise InputError(f"{source}: invalid architecture: " + "; ".join(errors))
+    return {k: int(values[k]) for k in _ARCH_KEYS}
+
+
+def _expected_shapes(arch: Mapping[str, int]) -> dict[str, tuple[int, ...]]:
+    """Parameter shapes of RRDBNet(**arch), built on the meta device (no memory)."""
     from facesr.models.rrdbnet import RRDBNet
 
+    with torch.device("meta"):
+        net = RRDBNet(**arch)
+    return {k: tuple(v.shape) for k, v in net.state_dict().items()}
+
+
+def _shape_mismatch(own: Mapping[str, tuple[int, ...]], theirs: Mapping[str, tuple[int, ...]]) -> list[str]:
+    missing = sorted(set(own) - set(theirs))
+    unexpected = sorted(set(theirs) - set(own))
+    wrong = sorted(k for k in set(own) & set(theirs) if tuple(own[k]) != tuple(theirs[k]))
+    parts = []
+    if missing:
+        parts.append(f"missing {len(missing)} key(s) e.g. {missing[:3]}")
+    if unexpected:
+        parts.append(f"unexpected {len(unexpected)} key(s) e.g. {[k[:80] for k in unexpected[:3]]}")
+    if wrong:
+        k = wrong[0]
+        parts.append(f"{len(wrong)} shape mismatch(es) e.g. {k}: file {list(theirs[k])} vs model {list(own[k])}")
+    return parts
+
+
+def check_model(path: str | os.PathLike[str]) -> ModelFiles:
+    """Check a model folder or ``.safetensors`` file without loading any weights (InputError naming the file).
+
+    model.json must be ours (format, arch), its architecture numbers within the bounds of params
+    (``config.GeneratorParams``, ``data.scale``), its ``generator_sha256`` equal to the weights file's digest, and the
+    safetensors header's tensor names and shapes those of that architecture. Every loader calls this first, so a model
+    that would allocate gigabytes or hold changed weights is refused before anything is built.
+    """
     path = Path(path)
     if path.is_dir():
         weights, meta_file = path / WEIGHTS_FILE, path / META_FILE
@@ -125,7 +202,9 @@ def load_generator(path: str | os.PathLike[str], device: str | torch.device = "c
     else:
         raise InputError(f"{path}: model not found (expected a model folder with {WEIGHTS_FILE} + {META_FILE}, "
                          "or a .safetensors file)")
-    state, st_meta = _read_safetensors(weights)
+    if not weights.is_file():
+        raise InputError(f"{weights}: model weights not found (expected a model folder with {WEIGHTS_FILE}, "
+                         "or a .safetensors file)")
     meta: dict[str, Any]
     if meta_file.is_file():
         from facesr.fsutil import read_json
@@ -137,42 +216,69 @@ def load_generator(path: str | os.PathLike[str], device: str | torch.device = "c
             raise InputError(f"{meta_file}: unsupported model (format {meta.get('format')!r}, arch "
                              f"{meta.get('arch')!r}); expected format {MODEL_FORMAT!r}, arch 'RRDBNet'")
     else:  # a bare .safetensors: architecture from its metadata, else from the tensor shapes
-        meta = {"format": MODEL_FORMAT, "arch": "RRDBNet"}
+        meta, meta_file = {"format": MODEL_FORMAT, "arch": "RRDBNet"}, None
+    expected_sha = meta.get("generator_sha256")
+    if expected_sha:
+        actual = sha256_file(weights)
+        if actual != expected_sha:
+            raise InputError(
+                f"{weights}: sha256 {actual[:16]}... does not match generator_sha256 {str(expected_sha)[:16]}... in "
+                f"{meta_file}: the weights were changed or damaged after they were written; restore the model folder "
+                "(train again, or download it again)")
+    elif meta_file is not None:
+        log.warning("%s: no generator_sha256; the weights in %s cannot be checked", meta_file, weights)
+    shapes, dtypes, st_meta = _header(weights)
+    source = meta_file or weights
     try:
-        inferred = infer_arch(state)
+        inferred = infer_arch(shapes)
     except ValueError as exc:
         raise InputError(f"{weights}: {exc}") from None
-    arch: dict[str, int] = {}
+    values: dict[str, Any] = {}
     for k in _ARCH_KEYS:
-        v = meta.get(k, st_meta.get(k, inferred[k]))
-        try:
-            arch[k] = int(v)
-        except (TypeError, ValueError):
-            raise InputError(f"{meta_file}: {k} must be an integer, got {v!r}") from None
+        if k in meta:
+            values[k] = meta[k]
+        elif k in st_meta:  # safetensors metadata holds strings
+            try:
+                values[k] = int(st_meta[k])
+            except ValueError:
+                raise InputError(f"{weights}: metadata {k} must be an integer, got {st_meta[k][:40]!r}") from None
+        else:
+            values[k] = inferred[k]
+    arch = _check_arch(values, source)
+    bad_dtype = sorted(k for k, dt in dtypes.items() if dt.upper() not in _FLOAT_DTYPES)
+    if bad_dtype:
+        raise InputError(f"{weights}: tensor {bad_dtype[0]!r} has dtype {dtypes[bad_dtype[0]]}; generator weights "
+                         "are floating point")
+    parts = _shape_mismatch(_expected_shapes(arch), shapes)
+    if parts:
+        raise InputError(f"{weights}: weights do not match the generator {arch} of {source}: " + "; ".join(parts))
+    return ModelFiles(weights, meta_file, meta, arch)
+
+
+def load_generator(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Load our generator from a model folder or a ``.safetensors`` file; returns ``(model in eval mode, meta)``.
+
+    The one loader of generator weights (upscale, evaluate, the MLflow pyfunc, train.init_from): ``check_model`` first
+    (digest, bounds, header shapes), then the weights.
+    """
+    from facesr.models.rrdbnet import RRDBNet
+
+    mf = check_model(path)
     try:
-        model = RRDBNet(**arch)
-    except ValueError as exc:
-        raise InputError(f"{meta_file}: {exc}") from None
-    _load_state(model, state, weights)
-    meta = {**meta, "arch": "RRDBNet", **arch}
+        state = load_file(str(mf.weights), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise InputError(f"{mf.weights}: not a readable safetensors file ({str(exc)[:200]})") from None
+    model = RRDBNet(**mf.arch)
+    _load_state(model, state, mf.weights)
+    meta = {**mf.meta, "arch": "RRDBNet", **mf.arch}
     return model.to(device).eval(), meta
 
 
 def _load_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: Path) -> None:
     own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} key(s) e.g. {missing[:3]}")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)} key(s) e.g. {unexpected[:3]}")
-        if wrong:
-            k = wrong[0]
-            parts.append(f"{len(wrong)} shape mismatch(es) e.g. {k}: file {list(state[k].shape)} vs model "
-                         f"{list(own[k].shape)}")
+    parts = _shape_mismatch({k: tuple(v.shape) for k, v in own.items()},
+                            {k: tuple(getattr(v, "shape", ())) for k, v in state.items()})
+    if parts:
         cfg = model.config() if hasattr(model, "config") else {}
         raise InputError(f"{source}: weights do not match the generator {cfg}: " + "; ".join(parts))
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
@@ -209,8 +315,9 @@ def read_init_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         path = path / WEIGHTS_FILE
     if not path.is_file():
         raise InputError(f"train.init_from: {path}: file not found (a BasicSR/ESRGAN .pth or a facesr .safetensors)")
-    if path.suffix == ".safetensors":
-        return _read_safetensors(path)[0]
+    if path.suffix == ".safetensors":  # ours (digest, bounds and shapes checked) or any RRDBNet safetensors
+        model, _ = load_generator(path)
+        return dict(model.state_dict())
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - corrupt file, or a pickle with objects weights_only refuses
@@ -247,5 +354,5 @@ def read_model_meta(path: str | os.PathLike[str]) -> dict:
     return meta if isinstance(meta, dict) else {}
 
 
-__all__ = ["MODEL_FORMAT", "META_FILE", "WEIGHTS_FILE", "infer_arch", "load_generator", "load_init_weights",
+__all__ = ["MODEL_FORMAT", "META_FILE", "WEIGHTS_FILE", "ModelFiles", "check_model", "infer_arch", "load_generator", "load_init_weights",
            "read_init_state", "read_model_meta", "save_generator"]
