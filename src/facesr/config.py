@@ -56,6 +56,9 @@ class DataParams(_Section):
     num_workers: NonNegInt = Field(2, description="DataLoader workers")
     max_images: PosInt | None = Field(None, description="cap on accepted images (sorted by content hash); null = all")
     grid_faces: PosInt = Field(4, description="test faces shown in the comparison grids")
+    max_extract_bytes: PosInt = Field(16 << 30, description="ingest: cap on the bytes an archive may extract to (16 GiB)")
+    max_extract_ratio: PosFloat = Field(100.0, description="ingest: cap on an archive's uncompressed/compressed size "
+                                                           "ratio (zip bombs; checked above 64 MiB extracted)")
 
     @model_validator(mode="after")
     def _divisible(self) -> DataParams:

@@ -37,3 +37,11 @@ class UntrainedWeightsError(UserError):
 
 class ExternalServiceError(FacesrError):
     """A server (MLflow, S3, Kaggle, KFP) is unreachable or refused the request."""
+
+
+class DiskFullError(FacesrError):
+    """The disk is full (ENOSPC) or a quota is exceeded (EDQUOT) while writing ``path`` (exit status 1)."""
+
+    def __init__(self, message: str, path: object = None) -> None:
+        super().__init__(message)
+        self.path = path

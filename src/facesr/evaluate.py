@@ -458,6 +458,10 @@ def evaluate(params: Params, data: Path, models: dict[str, Path], out: Path) -> 
     data, out = Path(data), Path(out)
     models = {k: Path(v) for k, v in models.items()}
     _model_inputs(models)
+    from facesr.fsutil import check_output_folder  # what --out may be: docs/data.md
+
+    check_output_folder(out, markers={"manifest.json": {FORMAT}}, inputs=[data, *models.values()],
+                        kind="evaluation folder made by `facesr evaluate`")
     pairs = load_pairs(data)
     names = [p.name for p in pairs]
     lrs, hrs = [p.lr for p in pairs], [p.hr for p in pairs]

@@ -29,9 +29,12 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from facesr.errors import FacesrError, InputError, UserError
+from facesr.fsutil import check_output_folder, write_output_marker
 from facesr.fsutil import atomic_write_bytes
 
 log = logging.getLogger(__name__)
+
+UPSCALE_MARKER, UPSCALE_FORMAT = ".facesr-upscale.json", "facesr.upscale/1"  # marks --out as upscale's own folder
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 FORMATS = {"png": ("PNG", ".png"), "jpg": ("JPEG", ".jpg"), "jpeg": ("JPEG", ".jpg"), "webp": ("WEBP", ".webp")}
@@ -339,16 +342,22 @@ def upscale(
         raise UserError("--tile and --overlap must be >= 0 and --batch-size >= 1")
     if not inputs:
         raise UserError("upscale: give at least one INPUT (file, folder or glob)")
+    files, errors = expand_inputs([str(i) for i in inputs])
+    out = Path(out)
+    out_abs = out.resolve()
+    files = [(f, r) for f, r in files if not f.resolve().is_relative_to(out_abs)]  # never re-upscale our outputs
+    if not files:  # before anything is created
+        raise InputError("upscale: no input image found (" + "; ".join(e["error"] for e in errors) + f"); nothing "
+                         f"was written to {out}")
+    # --out: absent, empty or made by upscale (docs/data.md); never an input or a folder holding one
+    check_output_folder(out, markers={UPSCALE_MARKER: {UPSCALE_FORMAT}}, inputs=[f for f, _ in files],
+                        inside_inputs_ok=True, replaces=False, kind="folder made by `facesr upscale`")
     lm = model if isinstance(model, LoadedModel) else load_model(model, params, device)
     if bf16 and lm.device.type != "cuda":
         log.warning("--bf16 only applies on CUDA; running in float32 on %s", lm.device)
-    files, errors = expand_inputs([str(i) for i in inputs])
-    out_abs = Path(out).resolve()
-    files = [(f, r) for f, r in files if not f.resolve().is_relative_to(out_abs)]  # never re-upscale our outputs
     report = UpscaleReport(model=lm.source, device=str(lm.device), scale=lm.scale, failed=list(errors))
     max_pixels = getattr(getattr(params, "data", None), "max_image_pixels", 89_478_485)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    write_output_marker(out, UPSCALE_MARKER, UPSCALE_FORMAT)
     _, ext = FORMATS[fmt]
     for src, rel in files:
         try:

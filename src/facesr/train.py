@@ -448,6 +448,12 @@ def train(
     if variant not in params.loss.variants:
         raise ParamsError(f"loss.variants: no weights for variant {variant!r}; defined: {sorted(params.loss.variants)}")
     data_sha = _data_manifest_sha(data)
+    from facesr.fsutil import check_output_folder  # what --out may be: docs/data.md
+
+    check_output_folder(out, markers={"train_summary.json": {SUMMARY_FORMAT}, "model/model.json": {"facesr.model/1"}},
+                        own_names=("metrics.jsonl", "plots", "checkpoints", "train_summary.json"),
+                        inputs=[data, *filter(None, [params.train.init_from])], replaces=False,
+                        kind="training folder made by `facesr train`")
     ckpt_path = out / "checkpoints" / "last.pt"
     if not resume and (ckpt_path.exists() or (out / "model").exists()):
         raise UserError(

@@ -185,6 +185,7 @@ def broken_raw(tmp_path) -> Path:
 def test_all_broken_keeps_earlier_output(broken_raw, tmp_path):
     out = tmp_path / "prep"
     out.mkdir()
+    (out / "manifest.json").write_text('{"format": "facesr.prepared/1"}')  # an earlier prepared folder
     (out / "keep.txt").write_text("earlier good output")
     with pytest.raises(InputError, match="no usable images"):
         prepare(params(), broken_raw, out)

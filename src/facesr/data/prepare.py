@@ -26,10 +26,10 @@ from safetensors.numpy import save as st_save
 
 from facesr.config import Params
 from facesr.data.degrade import bicubic_downscale, resize_longer_side
-from facesr.data.images import DUPLICATE, TOO_SMALL, ImageRejected, load_rgb, to_array
+from facesr.data.images import DUPLICATE, EMPTY, TOO_SMALL, ImageRejected, load_rgb, to_array
 from facesr.errors import InputError
-from facesr.fsutil import (atomic_dir, atomic_write_bytes, atomic_write_json, canonical_json, read_json, sha256_bytes,
-                           sha256_file)
+from facesr.fsutil import (atomic_dir, atomic_write_bytes, atomic_write_json, canonical_json, check_output_folder,
+                           read_json, sha256_bytes, sha256_file)
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,14 @@ def _raw_files(raw: Path) -> tuple[list[dict[str, Any]], str]:
     return files, sha256_bytes(canonical_json(files).encode("utf-8"))
 
 
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    """np.save through the atomic writer: a full disk names the file (np.save's own error says only "N requested and M
+    written") and leaves no partial file."""
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def data_params_used(params: Params) -> dict[str, Any]:
     d = params.data
     return {"hr_size": d.hr_size, "scale": d.scale, "test_fraction": d.test_fraction,
@@ -103,20 +111,26 @@ def prepare(params: Params, raw: Path, out: Path) -> dict[str, Any]:
     raw, out = Path(raw), Path(out)
     d = params.data
     files, raw_manifest_sha = _raw_files(raw)
+    check_output_folder(out, markers={"manifest.json": {PREPARED_FORMAT}}, inputs=[raw],
+                        kind="prepared folder made by `facesr prepare`")
 
     # hash every file first: the examination order (and max_images) is by content hash, not by name
     entries = []
     input_hashes: dict[str, str] = {}
     rejected: list[dict[str, str]] = []
+    raw_real = raw.resolve()
     for f in files:
         rel = str(f["path"])
         p = raw / rel
-        if not p.is_file() or ".." in Path(rel).parts:
+        if Path(rel).is_absolute() or ".." in Path(rel).parts or not p.resolve().is_relative_to(raw_real):
+            rejected.append({"file": rel, "reason": "outside: the path (or its link) leaves the raw folder; not read"})
+            continue
+        if not p.is_file():
             rejected.append({"file": rel, "reason": "missing: listed in the raw manifest but not in the raw folder"})
             continue
         sha = sha256_file(p)
         input_hashes[rel] = sha
-        entries.append((subset_key(sha), sha, rel, p))
+        entries.append((subset_key(sha), sha, rel, p, p.stat().st_size == 0))
     entries.sort()
 
     accepted: list[dict[str, Any]] = []
@@ -127,11 +141,14 @@ def prepare(params: Params, raw: Path, out: Path) -> dict[str, Any]:
         # decoded (capped) images are spilled to disk, so memory stays at one image whatever the dataset size
         work = tmp / ".work"
         work.mkdir()
-        for k, (_, sha, rel, p) in enumerate(entries):
+        for k, (_, sha, rel, p, empty) in enumerate(entries):
             if k and k % 500 == 0:
                 log.info("prepare: examined %d of %d files (%d accepted)", k, len(entries), len(accepted))
             if d.max_images is not None and len(accepted) >= d.max_images:
                 skipped += 1
+                continue
+            if empty:  # before the duplicate check: every 0-byte file has the same hash, and "empty" is the reason
+                rejected.append({"file": rel, "reason": f"{EMPTY}: the file has 0 bytes"})
                 continue
             if sha in seen_bytes:
                 rejected.append({"file": rel, "reason": f"{DUPLICATE}: same bytes as {seen_bytes[sha]}"})
@@ -151,7 +168,7 @@ def prepare(params: Params, raw: Path, out: Path) -> dict[str, Any]:
                 continue
             seen_pixels[ph] = rel
             name = image_name(sha)
-            np.save(work / f"{name}.npy", resize_longer_side(arr, d.max_train_side, min_short=d.hr_size))
+            _save_npy(work / f"{name}.npy", resize_longer_side(arr, d.max_train_side, min_short=d.hr_size))
             accepted.append({"name": name, "source": rel, "sha256": sha, "split": split_of(sha, d.test_fraction),
                              "width": int(w), "height": int(h)})
 

@@ -3,7 +3,13 @@
 Each source copies image files byte for byte into a destination folder, keeping their relative paths. Only files with
 an image extension are taken and hidden files/folders (a name starting with ".") are skipped; content is judged later
 by ``prepare``. Archives (.zip, .tar, .tar.gz, .tgz) are extracted with ``safe_extract``, which refuses members that
-would land outside the destination (absolute paths, "..", links), so a crafted archive cannot write elsewhere.
+would land outside the destination (absolute paths, "..", links), so a crafted archive cannot write elsewhere, and
+bounds what an archive may extract (``ExtractLimits``: total bytes and compression ratio, from the declared sizes first
+and from the bytes really written), so a zip bomb cannot fill the disk.
+
+A ``dir:`` folder is read without leaving it: a file symlink is followed only when its target lies inside the folder;
+links to outside, broken or looping links, symlinked folders and non-regular files (fifos, devices) are skipped and
+listed with a reason (the raw manifest's ``skipped``).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import stat
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -25,10 +32,43 @@ from typing import IO
 
 from facesr.data import IMAGE_EXTENSIONS
 from facesr.errors import ExternalServiceError, InputError, UserError
+from facesr.fsutil import disk_full_error, is_disk_full
 
 log = logging.getLogger(__name__)
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ExtractLimits:
+    """What one archive may extract: at most ``max_bytes`` in all, and at most ``max_ratio`` times its own size once
+    more than ``ratio_floor`` bytes are out (a few small, very compressible files are no threat)."""
+
+    max_bytes: int = 16 << 30
+    max_ratio: float = 100.0
+    ratio_floor: int = 64 << 20
+
+    @classmethod
+    def from_params(cls, params: object) -> ExtractLimits:
+        d = getattr(params, "data", None)
+        return cls(max_bytes=int(getattr(d, "max_extract_bytes", cls.max_bytes)),
+                   max_ratio=float(getattr(d, "max_extract_ratio", cls.max_ratio)))
+
+    def budget(self, archive_bytes: int) -> int:
+        """The most bytes an archive of ``archive_bytes`` may extract to."""
+        return min(self.max_bytes, max(self.ratio_floor, int(self.max_ratio * max(archive_bytes, 1))))
+
+    def refusal(self, archive: Path, total: int, archive_bytes: int, declared: bool) -> InputError:
+        how = "declares" if declared else "extracts"
+        if total > self.max_bytes:
+            why = f"more than data.max_extract_bytes = {self.max_bytes}"
+        else:
+            why = (f"{total / max(archive_bytes, 1):.0f} times its own size of {archive_bytes} bytes, above "
+                   f"data.max_extract_ratio = {self.max_ratio:g}")
+        return InputError(f"{archive}: the archive {how} {total} bytes or more, {why} (a zip bomb?); nothing was "
+                          "ingested. If the archive is genuine, raise the limit with --set data.max_extract_bytes=N "
+                          "or --set data.max_extract_ratio=R")
 
 
 @dataclass(frozen=True)
@@ -88,17 +128,26 @@ def _safe_rel(name: str) -> str | None:
     return "/".join(parts)
 
 
-def safe_extract(archive: Path, dest: Path) -> list[str]:
+def safe_extract(archive: Path, dest: Path, limits: ExtractLimits | None = None) -> list[str]:
     """Extract regular files of a zip/tar archive into ``dest``; refuse the archive if any member escapes it.
 
     Links, devices and members with absolute paths or ".." are refused (InputError naming the member) before anything
-    is written. Returns the relative paths written.
+    is written; so is an archive whose declared sizes exceed ``limits``. While writing, the real bytes are counted
+    (headers can lie): a member longer than it declared, or a total beyond the limits, stops the extraction with an
+    InputError. Returns the relative paths written; on an error what was written stays in ``dest`` for the caller's
+    temporary folder to remove.
     """
     archive, dest = Path(archive), Path(dest)
+    limits = limits or ExtractLimits()
+    archive_bytes = archive.stat().st_size
     dest.mkdir(parents=True, exist_ok=True)
     if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zf:
-            zmembers: list[tuple[str, Callable[[], IO[bytes] | None]]] = []
+        try:
+            zf = zipfile.ZipFile(archive)
+        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            raise InputError(f"{archive}: not a readable zip archive ({exc})") from None
+        with zf:
+            zmembers: list[tuple[str, int, Callable[[], IO[bytes] | None]]] = []
             for info in zf.infolist():
                 if info.is_dir():
                     continue
@@ -107,55 +156,153 @@ def safe_extract(archive: Path, dest: Path) -> list[str]:
                 if rel is None or (mode and not stat.S_ISREG(mode)):
                     raise InputError(f"{archive}: unsafe archive member {info.filename!r} (absolute path, '..' or link); "
                                      "nothing was extracted")
-                zmembers.append((rel, functools.partial(zf.open, info)))
-            return _write_members(dest, zmembers)
+                zmembers.append((rel, info.file_size, functools.partial(zf.open, info)))
+            return _write_members(archive, dest, zmembers, limits, archive_bytes)
     try:
         tf = tarfile.open(archive)
-    except (tarfile.TarError, OSError) as exc:
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise InputError(f"{archive}: not a readable zip or tar archive ({exc})") from None
     with tf:
-        tmembers: list[tuple[str, Callable[[], IO[bytes] | None]]] = []
-        for m in tf.getmembers():
+        tmembers: list[tuple[str, int, Callable[[], IO[bytes] | None]]] = []
+        try:
+            members = tf.getmembers()
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+            raise InputError(f"{archive}: corrupt or truncated tar archive ({exc}); nothing was extracted") from None
+        for m in members:
             if m.isdir():
                 continue
             rel = _safe_rel(m.name)
             if rel is None or not m.isfile():
                 raise InputError(f"{archive}: unsafe archive member {m.name!r} (absolute path, '..', link or device); "
                                  "nothing was extracted")
-            tmembers.append((rel, functools.partial(tf.extractfile, m)))
-        return _write_members(dest, tmembers)
+            tmembers.append((rel, m.size, functools.partial(tf.extractfile, m)))
+        return _write_members(archive, dest, tmembers, limits, archive_bytes)
 
 
-def _write_members(dest: Path, members: list[tuple[str, Callable[[], IO[bytes] | None]]]) -> list[str]:
-    """Write each checked archive member (relative path, opener) under ``dest``; returns the paths written."""
+_READ_ERRORS = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, NotImplementedError, RuntimeError,
+                ValueError)
+
+
+def _write_members(archive: Path, dest: Path, members: list[tuple[str, int, Callable[[], IO[bytes] | None]]],
+                   limits: ExtractLimits, archive_bytes: int) -> list[str]:
+    """Write each checked archive member (relative path, declared size, opener) under ``dest``, within ``limits``."""
+    budget = limits.budget(archive_bytes)
+    declared = sum(max(size, 0) for _, size, _ in members)
+    if declared > budget:
+        raise limits.refusal(archive, declared, archive_bytes, declared=True)
     written: list[str] = []
-    for rel, open_member in members:
+    total = 0
+    for rel, size, open_member in members:
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        src = open_member()
-        if src is None:
-            continue
-        with src, open(target, "wb") as dst:
-            shutil.copyfileobj(src, dst)
+        try:
+            src = open_member()
+            if src is None:
+                continue
+            with src, open(target, "wb") as dst:
+                n = 0
+                while block := src.read(_CHUNK):
+                    n += len(block)
+                    total += len(block)
+                    if n > size:
+                        raise InputError(f"{archive}: member {rel!r} holds more than the {size} bytes its header "
+                                         "declares; nothing was ingested")
+                    if total > budget:
+                        raise limits.refusal(archive, total, archive_bytes, declared=False)
+                    dst.write(block)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise disk_full_error(target, exc) from None
+            raise InputError(f"{archive}: cannot extract member {rel!r} ({exc})") from None
+        except _READ_ERRORS as exc:
+            raise InputError(f"{archive}: cannot extract member {rel!r}: corrupt, truncated, encrypted or of an "
+                             f"unsupported kind ({type(exc).__name__}: {exc})") from None
         written.append(rel)
     return written
 
 
-def _copy_tree_images(root: Path, dest: Path) -> list[str]:
-    """Copy image files under ``root`` (recursive, hidden skipped, symlinked files followed) into ``dest``."""
+def _skip(skipped: list[dict[str, str]] | None, rel: str, reason: str) -> None:
+    log.warning("skipping %s: %s", rel, reason)
+    if skipped is not None:
+        skipped.append({"path": rel, "reason": reason})
+
+
+def _copy_regular(src: Path, target: Path) -> None:
+    """Copy a regular file without following a link at its last component and without blocking on a fifo."""
+    fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise InputError(f"{src}: not a regular file")
+        try:
+            with open(target, "wb") as out:
+                shutil.copyfileobj(f, out, _CHUNK)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise disk_full_error(target, exc) from None
+            raise
+
+
+def _copy_tree_images(root: Path, dest: Path, skipped: list[dict[str, str]] | None = None,
+                      move: bool = False) -> list[str]:
+    """Copy (``move``: rename) the image files under ``root`` into ``dest``, never reading outside ``root``.
+
+    Recursive; hidden names and non-image names are passed over. A symlinked file is followed only when its target
+    lies inside ``root``; links to outside, broken or looping links, symlinked folders and non-regular files are
+    skipped and appended to ``skipped`` as ``{"path", "reason"}``.
+    """
     out: list[str] = []
+    root_real = root.resolve()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        here = Path(dirpath)
+        keep = []
+        for d in sorted(dirnames):
+            if d.startswith("."):
+                continue
+            if (here / d).is_symlink():
+                _skip(skipped, (here / d).relative_to(root).as_posix(),
+                      "a symlinked folder: not followed (copy the folder itself into the source)")
+                continue
+            keep.append(d)
+        dirnames[:] = keep
         for fn in sorted(filenames):
             if fn.startswith(".") or not is_image_name(fn):
                 continue
-            src = Path(dirpath) / fn
-            if not src.is_file():
-                continue
+            src = here / fn
             rel = src.relative_to(root).as_posix()
+            try:
+                st = os.lstat(src)
+            except OSError as exc:
+                _skip(skipped, rel, f"cannot read it ({exc.strerror})")
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                try:
+                    real = src.resolve(strict=True)
+                except (OSError, RuntimeError):
+                    _skip(skipped, rel, "a broken or looping symlink")
+                    continue
+                if not real.is_relative_to(root_real):
+                    _skip(skipped, rel, "a symlink to a file outside the source folder: not followed")
+                    continue
+                src = real
+                st = os.stat(real)
+            if not stat.S_ISREG(st.st_mode):
+                _skip(skipped, rel, "not a regular file (fifo, socket or device)")
+                continue
             target = dest / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, target)
+            try:
+                if move:
+                    os.replace(src, target)
+                else:
+                    _copy_regular(src, target)
+            except InputError as exc:
+                _skip(skipped, rel, str(exc))
+                continue
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise disk_full_error(target, exc) from None
+                _skip(skipped, rel, f"cannot read it ({exc.strerror or exc})")
+                continue
             out.append(rel)
     return out
 
@@ -165,24 +312,35 @@ def sample_dir() -> Path:
     return Path(str(resources.files("facesr.data").joinpath("sample")))
 
 
-def fetch_sample(dest: Path) -> list[str]:
+def fetch_sample(dest: Path, skipped: list[dict[str, str]] | None = None) -> list[str]:
     root = sample_dir()
     if not root.is_dir():
         raise InputError(f"{root}: the bundled sample is missing from this installation")
-    return _copy_tree_images(root, dest)
+    return _copy_tree_images(root, dest, skipped)
 
 
-def fetch_dir(path: str, dest: Path) -> list[str]:
+def dir_source_path(path: str) -> Path:
+    """The folder or archive of a ``dir:`` source; InputError when there is none (checked before anything is made)."""
     p = Path(path).expanduser()
     if not p.exists():
-        raise InputError(f"dir:{path}: no such file or folder")
+        glob_hint = " (dir: takes a folder or an archive; globs are not expanded)" if any(c in path for c in "*?[") \
+            else ""
+        raise InputError(f"dir:{path}: no such file or folder{glob_hint}")
+    if p.is_file() and not is_archive(p):
+        raise InputError(f"dir:{path}: a file, but not an archive ({', '.join(ARCHIVE_SUFFIXES)}); give a folder")
+    if not p.is_file() and not p.is_dir():
+        raise InputError(f"dir:{path}: neither a folder nor an archive file")
+    return p
+
+
+def fetch_dir(path: str, dest: Path, skipped: list[dict[str, str]] | None = None,
+              limits: ExtractLimits | None = None) -> list[str]:
+    p = dir_source_path(path)
     if p.is_file():
-        if not is_archive(p):
-            raise InputError(f"dir:{path}: a file, but not an archive ({', '.join(ARCHIVE_SUFFIXES)}); give a folder")
         with tempfile.TemporaryDirectory(prefix=".extract-", dir=dest.parent) as tmp:
-            safe_extract(p, Path(tmp))
-            return _copy_tree_images(Path(tmp), dest)
-    return _copy_tree_images(p, dest)
+            safe_extract(p, Path(tmp), limits)
+            return _copy_tree_images(Path(tmp), dest, skipped, move=True)
+    return _copy_tree_images(p, dest, skipped)
 
 
 def s3_endpoint_url() -> str | None:
@@ -259,7 +417,8 @@ def kaggle_credentials_present() -> bool:
         return False
 
 
-def fetch_kaggle(handle: str, dest: Path) -> list[str]:
+def fetch_kaggle(handle: str, dest: Path, skipped: list[dict[str, str]] | None = None,
+                 limits: ExtractLimits | None = None) -> list[str]:
     """Download a Kaggle dataset with kagglehub; archives found in it are extracted safely."""
     manual = (f"or download the archive from https://www.kaggle.com/datasets/{handle} yourself and run "
               "`facesr ingest --source dir:PATH/archive.zip`")
@@ -287,13 +446,13 @@ def fetch_kaggle(handle: str, dest: Path) -> list[str]:
             if not is_archive(got):
                 return _copy_single(got, dest)
             ex = Path(tmp) / "x"
-            safe_extract(got, ex)
+            safe_extract(got, ex, limits)
             got = ex
-        out = _copy_tree_images(got, dest)
+        out = _copy_tree_images(got, dest, skipped)
         for arc in sorted(p for p in got.rglob("*") if is_archive(p) and not is_hidden(p.relative_to(got).as_posix())):
             ex = Path(tmp) / "nested" / arc.relative_to(got).as_posix()
-            safe_extract(arc, ex)
-            out += _copy_tree_images(ex, dest / arc.relative_to(got).with_suffix(""))
+            safe_extract(arc, ex, limits)
+            out += _copy_tree_images(ex, dest / arc.relative_to(got).with_suffix(""), skipped, move=True)
         return out
 
 
@@ -305,15 +464,17 @@ def _copy_single(src: Path, dest: Path) -> list[str]:
     return [src.name]
 
 
-def fetch(source: Source, dest: Path) -> list[str]:
-    """Copy the source's image files into ``dest``; returns their relative paths."""
+def fetch(source: Source, dest: Path, skipped: list[dict[str, str]] | None = None,
+          limits: ExtractLimits | None = None) -> list[str]:
+    """Copy the source's image files into ``dest``; returns their relative paths (files passed over go to
+    ``skipped`` with a reason; archives are extracted within ``limits``)."""
     dest.mkdir(parents=True, exist_ok=True)
     if source.kind == "sample":
-        return fetch_sample(dest)
+        return fetch_sample(dest, skipped)
     if source.kind == "dir":
-        return fetch_dir(source.arg, dest)
+        return fetch_dir(source.arg, dest, skipped, limits)
     if source.kind == "s3":
         return fetch_s3(source.arg, dest)
     if source.kind == "kaggle":
-        return fetch_kaggle(source.arg, dest)
+        return fetch_kaggle(source.arg, dest, skipped, limits)
     raise UserError(f"unknown source kind {source.kind!r}")
