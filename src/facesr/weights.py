@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from facesr.errors import InputError, UserError, WeightsMissingError
-from facesr.fsutil import sha256_file
+from facesr.fsutil import atomic_copy_file, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -298,17 +298,9 @@ def _copy_verified(entry: WeightFile, src: Path) -> Path:
         raise InputError(f"weights: {src} has sha256 {digest}, expected {entry.expected} for {entry.name}: "
                          "not the published file")
     dest = cache_dir() / entry.file
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{entry.file}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return dest
+    # the shared atomic writer: the umask's mode (a pipeline pod under another uid reads the cache), DiskFullError
+    # naming the file, nothing half-written
+    return atomic_copy_file(src, dest)
 
 
 def fetch(names: Iterable[str] | None = None, timeout: float = FETCH_TIMEOUT_S,

@@ -14,19 +14,22 @@ from facesr.cli.main import cli, pass_app
 @click.option("--source", default=None, metavar="SRC",
               help="sample | dir:PATH (folder or .zip/.tar archive) | s3://bucket/prefix | kaggle:OWNER/DATASET "
                    "(default: params data.source)")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="raw folder to write")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="raw folder to write: absent, empty or an earlier raw folder (never the source)")
 @pass_app
 def ingest(app, source: str | None, out: Path) -> None:
     """Copy images from a source into a raw folder with a manifest (sha256, size, mode per file)."""
     from facesr.data.ingest import ingest as run
 
     m = run(app.params, source, out)
-    echo_kv(f"ingested {m['count']} files", {"source": m["source"], "out": str(out)})
+    echo_kv(f"ingested {m['count']} files", {"source": m["source"], "skipped": len(m.get("skipped", [])),
+                                             "out": str(out)})
+    for k in m.get("skipped", []):
+        click.echo(f"  skipped {k['path']}: {k['reason']}")
 
 
 @cli.command()
 @click.option("--raw", required=True, type=click.Path(file_okay=False, path_type=Path), help="raw folder (from ingest)")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="prepared folder to write")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="prepared folder to write: absent, empty or an earlier prepared folder (never --raw)")
 @pass_app
 def prepare(app, raw: Path, out: Path) -> None:
     """Validate, deduplicate and split raw images; write training shards and fixed test pairs."""

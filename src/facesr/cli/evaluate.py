@@ -15,7 +15,8 @@ from facesr.cli.main import cli, pass_app
               help="prepared folder (output of `facesr prepare`)")
 @click.option("--model", "model_items", multiple=True, metavar="NAME=DIR",
               help="model to score: NAME=DIR, DIR a train output folder, its model/ folder or a .safetensors (repeatable)")
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="eval folder to write")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="eval folder to write: absent, empty or an earlier eval folder (never an input)")
 @pass_app
 def evaluate_cmd(app, data: Path, model_items: tuple[str, ...], out: Path) -> None:
     """PSNR/SSIM (Y and RGB), LPIPS, PieAPP, NIQE, DMOS (BRISQUE) with bootstrap intervals; table.md and grids.

@@ -14,7 +14,8 @@ from facesr.errors import InputError
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--model", "model", required=True,
               help="training output folder, model folder, .safetensors file, or MLflow URI (models:/facesr@champion)")
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="output folder")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="output folder: absent, empty or an earlier upscale output (never holding an input)")
 @click.option("--tile", default=128, show_default=True, type=int, help="LR tile size in pixels (0 = whole image)")
 @click.option("--overlap", default=32, show_default=True, type=int, help="LR context pixels around each tile")
 @click.option("--batch-size", default=4, show_default=True, type=int, help="tiles per forward pass")
