@@ -45,3 +45,10 @@ class DiskFullError(FacesrError):
     def __init__(self, message: str, path: object = None) -> None:
         super().__init__(message)
         self.path = path
+
+
+class Interrupted(FacesrError):
+    """The user interrupted a long command (Ctrl-C / SIGINT, or SIGTERM); the message says what was kept and how to
+    continue. Exit status 130, as a shell reports for SIGINT."""
+
+    exit_code = 130

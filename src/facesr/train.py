@@ -41,13 +41,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facesr import checkpoint, locks
 from facesr.config import VARIANTS, Params
-from facesr.errors import FacesrError, InputError, ParamsError, UserError
-from facesr.fsutil import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
+from facesr.errors import FacesrError, InputError, Interrupted, ParamsError, UserError
+from facesr.fsutil import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "facesr.checkpoint/1"
+CHECKPOINT_FORMAT = checkpoint.CHECKPOINT_FORMAT
 CHECKPOINT_INPUTS = "inputs.json"  # beside last.pt: the params hash, data hash and variant it was made with
 SUMMARY_FORMAT = "facesr.train_summary/1"
 CSV_COLUMNS = ("step", "phase", "epoch", "loss_g", "loss_d", "lr", "lr_d", "imgs_per_s")
@@ -447,6 +448,16 @@ def train(
         raise UserError(f"--variant {variant!r}: unknown variant; allowed: {', '.join(VARIANTS)}")
     if variant not in params.loss.variants:
         raise ParamsError(f"loss.variants: no weights for variant {variant!r}; defined: {sorted(params.loss.variants)}")
+    # one writer per --out (rank 0 of a DDP run holds it for all ranks): a second `facesr train` gets exit 2
+    lock = (locks.exclusive(locks.lock_file_for(out), f"--out {out}", command="facesr train",
+                            hint="wait for that training to finish, or choose another --out")
+            if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext())
+    with lock:
+        return _train_locked(params, data, variant, out, resume, stop_at_step, progress, restart_if_changed)
+
+
+def _train_locked(params: Params, data: Path, variant: str, out: Path, resume: bool, stop_at_step: int | None,
+                  progress: bool, restart_if_changed: bool) -> dict[str, Any]:
     data_sha = _data_manifest_sha(data)
     from facesr.fsutil import check_output_folder  # what --out may be: docs/data.md
 
@@ -547,40 +558,25 @@ def _train(
 
     step = 0
     if resume and (out / "checkpoints" / "last.pt").exists():
-        try:
-            ck = torch.load(out / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - truncated/foreign files: one clear message
-            raise InputError(
-                f"{out}/checkpoints/last.pt: unreadable checkpoint ({type(exc).__name__}: {str(exc)[:200]}); delete it "
-                "to start again"
-            ) from None
-        if ck.get("format") != CHECKPOINT_FORMAT:
-            raise InputError(f"{out}/checkpoints/last.pt: not a facesr checkpoint (format {ck.get('format')!r})")
-        if ck.get("variant") != variant:
-            raise UserError(f"--resume: {out} was trained as variant {ck.get('variant')!r}, not {variant!r}")
+        ckpt = out / "checkpoints" / "last.pt"
+        ck = checkpoint.load(ckpt, variant=variant)  # every field validated: exit 2 naming it, no file touched yet
         if ck.get("data_manifest_sha256") != data_sha:
             log.warning("--resume: the prepared data changed since the checkpoint (manifest sha256 differs)")
         if ck.get("params_hash") != params.hash():
             log.warning("--resume: params differ from the checkpoint's; continuing (only max_steps/epochs changes keep "
                         "the run identical to an uninterrupted one)")
-        try:
-            g.load_state_dict(ck["generator"])
-            d.load_state_dict(ck["discriminator"])
-        except RuntimeError as exc:
-            raise UserError(f"--resume: the checkpoint does not fit the model params ({exc})") from None
-        ema.load_state_dict(ck["ema"])
-        opt_pre.load_state_dict(ck["opt_pre"])
-        opt_g.load_state_dict(ck["opt_g"])
-        opt_d.load_state_dict(ck["opt_d"])
-        _load_sched_state(sched_g, ck["sched_g"])
-        _load_sched_state(sched_d, ck["sched_d"])
-        set_rng_state(ck["rng"])
-        step = int(ck["step"])
-        if int(ck.get("pretrain_steps", pre_steps)) != pre_steps and step > min(pre_steps, int(ck["pretrain_steps"])):
+        step = ck["step"]
+        if ck["pretrain_steps"] != pre_steps and step > min(pre_steps, ck["pretrain_steps"]):
             raise UserError(
                 f"--resume: the checkpoint used train.pretrain_steps={ck['pretrain_steps']}, params now say "
                 f"{pre_steps}; keep it unchanged to resume"
             )
+        checkpoint.restore(ck, ckpt, {
+            "generator": g.load_state_dict, "discriminator": d.load_state_dict, "ema": ema.load_state_dict,
+            "opt_pre": opt_pre.load_state_dict, "opt_g": opt_g.load_state_dict, "opt_d": opt_d.load_state_dict,
+            "sched_g": lambda st: _load_sched_state(sched_g, st), "sched_d": lambda st: _load_sched_state(sched_d, st),
+            "rng": set_rng_state,
+        })
         log.info("resumed %s from step %d of %d", out, step, total)
         if step >= total and (out / "model" / "model.json").exists() and (out / "train_summary.json").exists():
             log.info("%s: training already finished (%d steps); nothing to do", out, step)
@@ -638,9 +634,7 @@ def _train(
             "sched_d": _sched_state(sched_d),
             "rng": rng_state(),
         }
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        atomic_write_bytes(out / "checkpoints" / "last.pt", buf.getvalue())
+        checkpoint.save(out / "checkpoints" / "last.pt", state)
         # what the checkpoint was made with, readable without loading it (--restart-if-changed reads this)
         atomic_write_json(out / "checkpoints" / CHECKPOINT_INPUTS,
                           {"variant": variant, "step": step, "params_hash": state["params_hash"],
@@ -677,8 +671,8 @@ def _train(
                         loss_g = F.l1_loss(sr.float(), hr_t)
                     if not _finite(loss_g):
                         raise NonFiniteLossError(
-                            f"non-finite L1 loss at step {step + 1} (pre-training); stopped. The last good checkpoint "
-                            f"(step {last_good}) is in {out / 'checkpoints' / 'last.pt'}; lower train.lr_g"
+                            f"non-finite L1 loss at step {step + 1} (pre-training); stopped. "
+                            f"{_checkpoint_note(out, last_good)}; lower train.lr_g"
                         )
                     loss_g.backward()
                     opt_pre.step()
@@ -691,8 +685,8 @@ def _train(
                         if not _finite(loss):
                             hint = "train.lr_g" if which == "generator" else "train.lr_d"
                             raise NonFiniteLossError(
-                                f"non-finite {which} loss at step {_step + 1} ({variant}); stopped. The last good "
-                                f"checkpoint (step {last_good}) is in {out / 'checkpoints' / 'last.pt'}; lower {hint}"
+                                f"non-finite {which} loss at step {_step + 1} ({variant}); stopped. "
+                                f"{_checkpoint_note(out, last_good)}; lower {hint}"
                             )
 
                     loss_g, t, loss_d = gan_step(g_ddp, d, d_plain, d_ddp, gen_loss, disc_loss, opt_g, opt_d,
@@ -739,6 +733,9 @@ def _train(
                     last_good = step
         if step > last_good or step == 0 or not (out / "checkpoints" / "last.pt").exists():
             save_checkpoint()
+    except KeyboardInterrupt:  # Ctrl-C / SIGINT: say where the run stands and how to continue it
+        raise Interrupted(f"training stopped at step {step} of {total}. {_checkpoint_note(out, last_good)}; "
+                          f"run the same command with --resume to continue") from None
     finally:
         if mfile is not None:
             mfile.close()
@@ -785,6 +782,15 @@ def _train(
         _write_model(params, _ema_model(g, ema), variant, out, provenance, data_sha, step)
         atomic_write_json(out / "train_summary.json", summary)
     return summary
+
+
+def _checkpoint_note(out: Path, last_good: int) -> str:
+    """What a stopped run left: the checkpoint that really exists (and its step), or that there is none yet."""
+    ckpt = out / "checkpoints" / "last.pt"
+    if ckpt.is_file():
+        return f"The last checkpoint (step {last_good}) is {ckpt}"
+    return (f"No checkpoint was written yet (the first comes at step train.checkpoint_every), so nothing is kept; "
+            f"--resume in {out} starts from step 0")
 
 
 def _untrained(provenance: dict[str, Any]) -> bool:

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from facesr.config import Params, load_params
-from facesr.errors import FacesrError, UserError
+from facesr.errors import FacesrError, Interrupted, UserError
 
 # verb modules, each registering its commands on `cli` when imported
 VERB_MODULES = (
@@ -106,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         return 2
+    except Interrupted as exc:  # what was kept and how to continue; no traceback hint: nothing went wrong
+        click.echo(f"interrupted: {exc}", err=True)
+        if debug:
+            traceback.print_exc()
+        return exc.exit_code
     except FacesrError as exc:
         click.echo(f"error: {exc}", err=True)
         if debug:

@@ -1,0 +1,176 @@
+"""Training checkpoints (``OUT/checkpoints/last.pt``): save, load, validate, restore. The one owner of the format.
+
+``load(path, variant=...)`` reads a checkpoint with ``torch.load(weights_only=True)`` (nothing is unpickled beyond
+tensors and plain containers) and validates every field ``restore`` needs, so a damaged or foreign file is refused with
+one ``InputError`` (exit 2) naming it *before* the caller touches any file. ``restore(ck, path, targets)`` hands each
+part to its loader and maps a part that does not fit (other model params) to the same kind of error.
+``save(path, state)`` writes atomically (a temporary sibling renamed into place).
+
+Fields (format ``facesr.checkpoint/1``): ``format``, ``variant``, ``step`` (optimiser steps done, >= 0), ``epoch``,
+``position``, ``phase``, ``pretrain_steps``, ``steps_per_epoch``, ``params_hash``, ``data_manifest_sha256``,
+``generator`` / ``discriminator`` (state dicts), ``ema`` (``decay``, ``updates``, ``shadow``), ``opt_pre`` / ``opt_g`` /
+``opt_d`` (optimizer state dicts), ``sched_g`` / ``sched_d`` (scheduler state dicts), ``rng`` (``torch``, ``numpy``,
+``python``, optionally ``cuda``).
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import random
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from facesr.errors import InputError
+
+CHECKPOINT_FORMAT = "facesr.checkpoint/1"
+STATE_DICTS = ("generator", "discriminator")
+OPTIMIZERS = ("opt_pre", "opt_g", "opt_d")
+SCHEDULERS = ("sched_g", "sched_d")
+_REMEDY = "delete it (or the whole --out folder) to start training again, or put back a good copy"
+
+
+def safe_torch_load(path: str | Path, what: str, remedy: str) -> Any:
+    """``torch.load(weights_only=True)`` with one clear InputError: truncated/unreadable, or pickled objects refused.
+
+    Never repeats torch's advice to load with ``weights_only=False``: facesr does not unpickle files.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Detected pickle protocol 4 ..."
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" in str(exc):
+            raise InputError(f"{path}: not {what}: it holds pickled Python objects, which facesr never loads "
+                             f"(only tensors and plain containers); {remedy}") from None
+        raise InputError(f"{path}: {what} that is truncated or unreadable (not a complete PyTorch file); "
+                         f"{remedy}") from None
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a folder, expected {what}") from None
+    except Exception:  # noqa: BLE001 - truncated zip, EOF, garbage bytes: all the same to the user
+        raise InputError(f"{path}: {what} that is truncated or unreadable (not a complete PyTorch file); "
+                         f"{remedy}") from None
+
+
+def save(path: str | Path, state: Mapping[str, Any]) -> None:
+    """Write a checkpoint atomically (readers see the old file or the new one, never a part)."""
+    from facesr.fsutil import atomic_write_bytes
+
+    buf = io.BytesIO()
+    torch.save(dict(state), buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+class _Bad(ValueError):
+    """A checkpoint field is missing or malformed (the message is the reason)."""
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _state_dict(v: Any, key: str) -> None:
+    if not isinstance(v, Mapping) or not v:
+        raise _Bad(f"{key!r} is not a state dict")
+    bad = next((k for k, t in v.items() if not isinstance(k, str) or not isinstance(t, torch.Tensor)), None)
+    if bad is not None:
+        raise _Bad(f"{key!r} is not a state dict (entry {str(bad)[:60]!r} is not a named tensor)")
+
+
+def _optimizer(v: Any, key: str) -> None:
+    if not isinstance(v, Mapping) or not isinstance(v.get("state"), Mapping) or not isinstance(v.get("param_groups"),
+                                                                                              list):
+        raise _Bad(f"{key!r} is not an optimizer state (needs 'state' and 'param_groups')")
+    if not all(isinstance(g, Mapping) and isinstance(g.get("params"), list) for g in v["param_groups"]):
+        raise _Bad(f"{key!r}: malformed param_groups")
+
+
+def _rng(v: Any) -> None:
+    if not isinstance(v, Mapping):
+        raise _Bad("'rng' is not a mapping of RNG states")
+    # each state is tried on a private generator: the process-wide RNGs are not touched
+    try:
+        torch.Generator().set_state(v["torch"])
+    except (KeyError, TypeError, RuntimeError, ValueError) as exc:
+        raise _Bad(f"'rng.torch' is not a torch RNG state ({str(exc)[:80]})") from None
+    try:
+        n = v["numpy"]
+        np.random.RandomState().set_state((str(n[0]), np.asarray(n[1], dtype=np.uint32), int(n[2]), int(n[3]),
+                                           float(n[4])))
+    except (KeyError, TypeError, ValueError, IndexError, OverflowError) as exc:
+        raise _Bad(f"'rng.numpy' is not a numpy RNG state ({str(exc)[:80]})") from None
+    try:
+        py = v["python"]
+        random.Random().setstate((py[0], tuple(py[1]), py[2]))
+    except (KeyError, TypeError, ValueError, IndexError, OverflowError) as exc:
+        raise _Bad(f"'rng.python' is not a Python RNG state ({str(exc)[:80]})") from None
+
+
+def validate(ck: Any) -> None:
+    """Raise ValueError (a short reason) unless ``ck`` holds every field ``restore`` needs, each of the right kind."""
+    if not isinstance(ck, Mapping):
+        raise _Bad(f"expected a mapping of fields, got {type(ck).__name__}")
+    if ck.get("format") != CHECKPOINT_FORMAT:
+        raise _Bad(f"format is {str(ck.get('format'))[:60]!r}, expected {CHECKPOINT_FORMAT!r}")
+    missing = [k for k in ("variant", "step", "pretrain_steps", *STATE_DICTS, "ema", *OPTIMIZERS, *SCHEDULERS, "rng")
+               if k not in ck]
+    if missing:
+        raise _Bad(f"missing field(s) {', '.join(missing)}")
+    if not isinstance(ck["variant"], str):
+        raise _Bad("'variant' is not a string")
+    for k in ("step", "pretrain_steps"):
+        if not _is_int(ck[k]) or ck[k] < 0:
+            raise _Bad(f"{k!r} must be an integer >= 0, got {str(ck[k])[:40]}")
+    for k in STATE_DICTS:
+        _state_dict(ck[k], k)
+    ema = ck["ema"]
+    if not isinstance(ema, Mapping) or not _is_int(ema.get("updates")) or ema["updates"] < 0:
+        raise _Bad("'ema' needs 'updates' (an integer >= 0) and 'shadow'")
+    _state_dict(ema.get("shadow"), "ema.shadow")
+    if set(ema["shadow"]) != set(ck["generator"]):
+        raise _Bad("'ema.shadow' does not hold the generator's parameters")
+    for k in OPTIMIZERS:
+        _optimizer(ck[k], k)
+    for k in SCHEDULERS:
+        if not isinstance(ck[k], Mapping):
+            raise _Bad(f"{k!r} is not a scheduler state")
+    _rng(ck["rng"])
+
+
+def load(path: str | Path, variant: str | None = None) -> dict[str, Any]:
+    """Read and validate a checkpoint; InputError (exit 2) naming ``path`` and what to do when anything is wrong."""
+    path = Path(path)
+    ck = safe_torch_load(path, "a facesr checkpoint", _REMEDY)
+    try:
+        validate(ck)
+    except _Bad as exc:
+        raise InputError(f"{path}: not a usable facesr checkpoint: {exc}; {_REMEDY}") from None
+    if variant is not None and ck["variant"] != variant:
+        raise InputError(f"{path}: made for variant {ck['variant']!r}, not {variant!r}; pass --variant "
+                         f"{ck['variant']} to resume it, or use another --out")
+    return dict(ck)
+
+
+def restore(ck: Mapping[str, Any], path: str | Path, targets: Mapping[str, Callable[[Any], Any]]) -> None:
+    """Apply each checkpoint part to its loader (``{"generator": g.load_state_dict, ...}``), in order.
+
+    A part that does not fit (a checkpoint of other model params) raises InputError naming ``path`` and the part.
+    """
+    for key, load_part in targets.items():
+        try:
+            load_part(ck[key])
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"{path}: {key!r} does not fit the model and optimiser built from the current params "
+                             f"({first}); resume with the params the run was started with, or {_REMEDY}") from None
+
+
+__all__ = ["CHECKPOINT_FORMAT", "load", "restore", "safe_torch_load", "save", "validate"]
