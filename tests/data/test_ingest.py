@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import tarfile
 import zipfile
@@ -298,3 +299,123 @@ def test_s3_access_denied_and_no_credentials(monkeypatch, tmp_path, p, capsys):
     monkeypatch.setenv("FACESR_S3_ENDPOINT_URL", "http://127.0.0.1:9")
     with pytest.raises(UserError, match="no AWS credentials"):
         ingest(p, "s3://b/x", tmp_path / "raw")
+
+
+# --- hostile input: zip/tar bombs, lying headers, links out of a dir: source, nothing to ingest --------------------
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(q.name for q in folder.iterdir() if q.name.startswith("."))
+
+
+def test_zip_bomb_refused_before_extraction(tmp_path, capsys):
+    arc = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(arc, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("faces/ok.png", _png_bytes(1))
+        zf.writestr("faces/huge.png", bytes(80 << 20))  # 80 MiB of zeros: about 80 kB compressed
+    assert arc.stat().st_size < 1 << 20
+    rc = main(["--params", str(PARAMS), "--profile", "ci", "ingest", "--source", f"dir:{arc}",
+               "--out", str(tmp_path / "raw")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "bomb.zip" in err and "data.max_extract_ratio" in err and "Traceback" not in err
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["bomb.zip"]  # nothing extracted, nothing left
+
+
+def test_tar_gz_bomb_and_total_cap(tmp_path, p):
+    arc = tmp_path / "bomb.tar.gz"
+    with tarfile.open(arc, "w:gz") as tf:
+        ti = tarfile.TarInfo("huge.png")
+        ti.size = 80 << 20
+        tf.addfile(ti, io.BytesIO(bytes(ti.size)))
+    with pytest.raises(InputError, match=r"bomb\.tar\.gz: .*max_extract_ratio"):
+        ingest(p, f"dir:{arc}", tmp_path / "raw")
+    # the total cap, for archives that do not compress (random PNGs)
+    arc2 = tmp_path / "big.tar"
+    with tarfile.open(arc2, "w") as tf:
+        for i in range(3):
+            data = os.urandom(400_000)
+            ti = tarfile.TarInfo(f"r{i}.png")
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+    small = load_params(PARAMS, profile="ci", overrides=["data.max_extract_bytes=1000000"])
+    with pytest.raises(InputError, match=r"big\.tar: the archive declares 1200000 bytes .*max_extract_bytes = 1000000"):
+        ingest(small, f"dir:{arc2}", tmp_path / "raw")
+    assert ingest(p, f"dir:{arc2}", tmp_path / "raw")["count"] == 3  # the default cap lets it through
+    assert _leftovers(tmp_path) == []
+
+
+def _lie_about_size(arc: Path, name: str, declared: int) -> None:
+    """Patch the uncompressed size of member ``name`` in both the local and the central header."""
+    data = bytearray(arc.read_bytes())
+    with zipfile.ZipFile(arc) as zf:
+        info = zf.getinfo(name)
+    local = info.header_offset
+    assert data[local:local + 4] == b"PK\x03\x04"
+    data[local + 22:local + 26] = declared.to_bytes(4, "little")
+    central = data.rindex(b"PK\x01\x02")  # the one central entry of this archive (the central directory is last)
+    data[central + 24:central + 28] = declared.to_bytes(4, "little")
+    arc.write_bytes(bytes(data))
+
+
+def test_zip_whose_header_lies_about_its_size(tmp_path, capsys):
+    arc = tmp_path / "liar.zip"
+    with zipfile.ZipFile(arc, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a.png", bytes(5 << 20))
+    _lie_about_size(arc, "a.png", 100)
+    rc = main(["--params", str(PARAMS), "--profile", "ci", "ingest", "--source", f"dir:{arc}",
+               "--out", str(tmp_path / "raw")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "liar.zip" in err and "'a.png'" in err and "Traceback" not in err
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["liar.zip"]
+
+
+def test_real_bytes_are_counted_while_writing(tmp_path):
+    """A member that yields more than its header declared is stopped at the declared size (headers lie)."""
+    from facesr.data.sources import ExtractLimits, _write_members
+
+    src = tmp_path / "payload"
+    src.write_bytes(os.urandom(3 << 20))
+    members = [("x.png", 1000, lambda: open(src, "rb"))]
+    with pytest.raises(InputError, match="more than the 1000 bytes its header declares"):
+        _write_members(tmp_path / "a.zip", tmp_path / "dest", members, ExtractLimits(), 10)
+    assert (tmp_path / "dest" / "x.png").stat().st_size == 0  # stopped at the first block, not after 3 MiB
+    members = [("y.png", 3 << 20, lambda: open(src, "rb"))]
+    with pytest.raises(InputError, match="max_extract_bytes = 2000000"):
+        _write_members(tmp_path / "a.zip", tmp_path / "dest2", members, ExtractLimits(max_bytes=2_000_000), 10)
+
+
+def test_dir_source_does_not_follow_links_out_of_the_folder(tmp_path, p):
+    secret = tmp_path / "outside" / "secret.png"
+    secret.parent.mkdir()
+    secret.write_bytes(b"root:x:0:0:root:/root:/bin/bash\n")
+    d = tmp_path / "D"
+    save(rand_rgb(40, 40), d / "a.png")
+    (d / "passwd.png").symlink_to("/etc/passwd")
+    (d / "secret.png").symlink_to(secret)
+    (d / "inside.png").symlink_to(d / "a.png")  # inside the folder: followed
+    (d / "loop.png").symlink_to(d / "loop.png")
+    (d / "dangling.png").symlink_to(d / "gone.png")
+    (d / "outdir").symlink_to(secret.parent)
+    (d / "self").symlink_to(d)  # a folder loop must not hang
+    os.mkfifo(d / "fifo.png")
+    m = ingest(p, f"dir:{d}", tmp_path / "raw")
+    assert [f["path"] for f in m["files"]] == ["images/a.png", "images/inside.png"]
+    reasons = {s["path"]: s["reason"] for s in m["skipped"]}
+    assert set(reasons) == {"passwd.png", "secret.png", "loop.png", "dangling.png", "outdir", "self", "fifo.png"}
+    assert "outside the source folder" in reasons["passwd.png"] and "outside" in reasons["secret.png"]
+    assert "fifo" in reasons["fifo.png"] and "looping" in reasons["loop.png"]
+    for f in (tmp_path / "raw").rglob("*"):
+        assert not f.is_symlink()
+        if f.is_file():
+            assert b"root:x:0:0" not in f.read_bytes()
+
+
+def test_nothing_to_ingest_creates_nothing(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no images here")
+    for source in (f"dir:{tmp_path}/nothing/*.png", f"dir:{empty}"):
+        rc = main(["--params", str(PARAMS), "--profile", "ci", "ingest", "--source", source,
+                   "--out", str(tmp_path / "new" / "deeper" / "raw")])
+        err = capsys.readouterr().err
+        assert rc == 2 and "Traceback" not in err
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["empty"]  # neither --out nor its parents were made

@@ -240,3 +240,35 @@ def test_tiny_dataset_gets_both_sides(tmp_path):
         assert m["split"]["train"] >= 1 and m["split"]["test"] >= 1
         assert len(list((tmp_path / f"p{frac}" / "test/hr").iterdir())) == m["split"]["test"]
         assert not (tmp_path / f"p{frac}" / ".work").exists()
+
+
+def test_identical_empty_files_are_empty_not_duplicates(tmp_path):
+    src = tmp_path / "src"
+    for i in range(3):
+        save(rand_rgb(140, 140, seed=40 + i), src / f"g{i}.png")
+    for name in ("e1.jpg", "e2.png", "sub/e3.png"):
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_bytes(b"")
+    ingest(params(), f"dir:{src}", tmp_path / "raw")
+    m = prepare(params(), tmp_path / "raw", tmp_path / "prep")
+    reasons = {r["file"]: r["reason"] for r in m["rejected"]}
+    assert reasons == {f"images/{n}": "empty: the file has 0 bytes" for n in ("e1.jpg", "e2.png", "sub/e3.png")}
+
+
+def test_manifest_paths_that_leave_the_raw_folder_are_not_read(tmp_path):
+    src = tmp_path / "src"
+    for i in range(3):
+        save(rand_rgb(140, 140, seed=50 + i), src / f"g{i}.png")
+    raw = tmp_path / "raw"
+    ingest(params(), f"dir:{src}", raw)
+    outside = save(rand_rgb(140, 140, seed=60), tmp_path / "outside.png")
+    (raw / "images" / "link.png").symlink_to(outside)
+    m = json.loads((raw / "manifest.json").read_text())
+    m["files"] += [{"path": str(outside)}, {"path": "images/../../outside.png"}, {"path": "images/link.png"}]
+    (raw / "manifest.json").write_text(json.dumps(m))
+    out = prepare(params(), raw, tmp_path / "prep")
+    assert out["accepted"] == 3
+    bad = {r["file"]: r["reason"] for r in out["rejected"]}
+    assert set(bad) == {str(outside), "images/../../outside.png", "images/link.png"}
+    assert all(r.startswith("outside:") for r in bad.values())
+    assert str(outside) not in out["inputs"]["files"]

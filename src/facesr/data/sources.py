@@ -60,13 +60,13 @@ class ExtractLimits:
         return min(self.max_bytes, max(self.ratio_floor, int(self.max_ratio * max(archive_bytes, 1))))
 
     def refusal(self, archive: Path, total: int, archive_bytes: int, declared: bool) -> InputError:
-        how = "declares" if declared else "extracts"
+        how = "declares" if declared else "extracts (its headers said less) at least"
         if total > self.max_bytes:
             why = f"more than data.max_extract_bytes = {self.max_bytes}"
         else:
             why = (f"{total / max(archive_bytes, 1):.0f} times its own size of {archive_bytes} bytes, above "
                    f"data.max_extract_ratio = {self.max_ratio:g}")
-        return InputError(f"{archive}: the archive {how} {total} bytes or more, {why} (a zip bomb?); nothing was "
+        return InputError(f"{archive}: the archive {how} {total} bytes, {why} (a zip bomb?); nothing was "
                           "ingested. If the archive is genuine, raise the limit with --set data.max_extract_bytes=N "
                           "or --set data.max_extract_ratio=R")
 
