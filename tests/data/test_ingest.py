@@ -337,7 +337,7 @@ def test_tar_gz_bomb_and_total_cap(tmp_path, p):
             ti.size = len(data)
             tf.addfile(ti, io.BytesIO(data))
     small = load_params(PARAMS, profile="ci", overrides=["data.max_extract_bytes=1000000"])
-    with pytest.raises(InputError, match=r"big\.tar: the archive declares 1200000 bytes .*max_extract_bytes = 1000000"):
+    with pytest.raises(InputError, match=r"big\.tar: the archive declares 1200000 bytes, more than data.max_extract_bytes = 1000000"):
         ingest(small, f"dir:{arc2}", tmp_path / "raw")
     assert ingest(p, f"dir:{arc2}", tmp_path / "raw")["count"] == 3  # the default cap lets it through
     assert _leftovers(tmp_path) == []
