@@ -134,3 +134,12 @@ def test_a_bare_safetensors_with_hostile_metadata_is_bounded_too(tmp_path: Path)
     save_file({"conv_first.weight": torch.zeros(3, 3, dtype=torch.int32)}, str(f))
     with pytest.raises(InputError, match="g.safetensors"):
         load_generator(f)
+
+
+def test_a_pickled_init_file_is_refused_without_advice_to_unpickle(tmp_path: Path) -> None:
+    pkl = tmp_path / "net_g.pth"
+    torch.save({"params": {"conv_first.weight": torch.zeros(1)}, "opt": Path("x")}, pkl)
+    with pytest.raises(InputError) as exc:
+        load_init_weights(RRDBNet(**TINY), pkl)
+    msg = str(exc.value)
+    assert str(pkl) in msg and "pickled Python objects" in msg and "weights_only" not in msg

@@ -318,11 +318,10 @@ def read_init_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":  # ours (digest, bounds and shapes checked) or any RRDBNet safetensors
         model, _ = load_generator(path)
         return dict(model.state_dict())
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - corrupt file, or a pickle with objects weights_only refuses
-        raise InputError(f"{path}: not a loadable PyTorch weights file with weights_only=True "
-                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    from facesr.checkpoint import safe_torch_load
+
+    obj = safe_torch_load(path, "a PyTorch weights file (a BasicSR/ESRGAN .pth)",
+                          "point train.init_from at a BasicSR/ESRGAN .pth of tensors or a facesr model folder")
     if isinstance(obj, Mapping):
         for key in ("params_ema", "params", "state_dict", "model"):
             if key in obj and isinstance(obj[key], Mapping):
@@ -354,5 +353,5 @@ def read_model_meta(path: str | os.PathLike[str]) -> dict:
     return meta if isinstance(meta, dict) else {}
 
 
-__all__ = ["MODEL_FORMAT", "META_FILE", "WEIGHTS_FILE", "ModelFiles", "check_model", "infer_arch", "load_generator", "load_init_weights",
-           "read_init_state", "read_model_meta", "save_generator"]
+__all__ = ["MODEL_FORMAT", "META_FILE", "WEIGHTS_FILE", "ModelFiles", "check_model", "infer_arch", "load_generator",
+           "load_init_weights", "read_init_state", "read_model_meta", "save_generator"]
