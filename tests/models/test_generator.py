@@ -190,3 +190,39 @@ def test_same_weights_give_identical_bytes_and_a_bare_file_keeps_its_arch(tmp_pa
     model, meta = load_generator(bare)
     assert model.config()["scale"] == 4 and model.config()["num_feat"] == 8
     assert model(torch.rand(1, 3, 8, 8)).shape == (1, 3, 32, 32)
+
+
+def test_bicubic_residual_starts_at_bicubic_and_keeps_basicsr_keys():
+    """residual='bicubic' adds no parameter, and an untrained net outputs (almost) the bicubic upsampling."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    res, plain = RRDBNet(**TINY, residual="bicubic"), RRDBNet(**TINY, residual="none")
+    assert res.state_dict().keys() == plain.state_dict().keys()
+    assert count_parameters(res) == count_parameters(plain)
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        bic = F.interpolate(x, scale_factor=4, mode="bicubic", align_corners=False)
+        err_res = (res(x) - bic).abs().mean().item()
+        res.load_state_dict(plain.state_dict())  # same weights: the outputs differ by exactly the bicubic image
+        assert torch.allclose(res(x) - plain(x), bic, atol=1e-5)
+    assert err_res < 0.05, err_res
+    with pytest.raises(ValueError, match="residual"):
+        RRDBNet(**TINY, residual="nearest")
+
+
+def test_residual_mode_is_saved_and_checked_on_init(tmp_path):
+    from facesr.models.io import load_generator, save_generator
+
+    src = RRDBNet(**TINY, residual="bicubic")
+    save_generator(src, tmp_path / "m")
+    loaded, meta = load_generator(tmp_path / "m")
+    assert meta["residual"] == "bicubic" and loaded.residual == "bicubic"
+    _assert_same(src, loaded)
+    # a facesr model trained with the other mode is refused as init, naming the param to change
+    with pytest.raises(InputError, match="model.generator.residual"):
+        load_init_weights(RRDBNet(**TINY, residual="none"), tmp_path / "m")
+    load_init_weights(RRDBNet(**TINY, residual="bicubic"), tmp_path / "m")
+    # weights that do not record the field (written before it existed, or by other tools) had no skip
+    save_file(src.state_dict(), str(tmp_path / "bare.safetensors"))
+    assert load_generator(tmp_path / "bare.safetensors")[0].residual == "none"

@@ -27,7 +27,7 @@ def build_generator(params: Params) -> RRDBNet:
     """RRDBNet from ``params.model.generator`` and ``params.data.scale`` (3 channels in and out)."""
     g = params.model.generator
     return RRDBNet(num_in_ch=3, num_out_ch=3, scale=params.data.scale, num_feat=g.num_feat,
-                   num_block=g.num_block, num_grow_ch=g.num_grow_ch)
+                   num_block=g.num_block, num_grow_ch=g.num_grow_ch, residual=g.residual)
 
 
 def build_discriminator(params: Params) -> nn.Module:

@@ -160,6 +160,18 @@ def _check_arch(values: Mapping[str, Any], source: Path) -> dict[str, int]:
     return {k: int(values[k]) for k in _ARCH_KEYS}
 
 
+def _check_residual(value: Any, source: Path) -> str:
+    """model.json ``residual`` (RRDBNet's bicubic skip); folders written before it existed were trained without it."""
+    from facesr.models.rrdbnet import RESIDUALS
+
+    if value not in RESIDUALS:
+        from facesr.config import short
+
+        raise InputError(f"{source}: invalid architecture: residual must be one of {list(RESIDUALS)} "
+                         f"(got {short(value)})")
+    return str(value)
+
+
 def _expected_shapes(arch: Mapping[str, int]) -> dict[str, tuple[int, ...]]:
     """Parameter shapes of RRDBNet(**arch), built on the meta device (no memory)."""
     from facesr.models.rrdbnet import RRDBNet
@@ -244,7 +256,8 @@ def check_model(path: str | os.PathLike[str]) -> ModelFiles:
                 raise InputError(f"{weights}: metadata {k} must be an integer, got {st_meta[k][:40]!r}") from None
         else:
             values[k] = inferred[k]
-    arch = _check_arch(values, source)
+    arch: dict[str, Any] = dict(_check_arch(values, source))
+    arch["residual"] = _check_residual(meta.get("residual", st_meta.get("residual", "none")), source)
     bad_dtype = sorted(k for k, dt in dtypes.items() if dt.upper() not in _FLOAT_DTYPES)
     if bad_dtype:
         raise InputError(f"{weights}: tensor {bad_dtype[0]!r} has dtype {dtypes[bad_dtype[0]]}; generator weights "
@@ -339,8 +352,29 @@ def load_init_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Modu
     """Initialise ``model`` from a public ESRGAN / Real-ESRGAN / BasicSR checkpoint or our safetensors (strict)."""
     state = read_init_state(path)
     target = getattr(model, "module", model)
+    _check_init_residual(target, Path(path))
     _load_state(target, state, Path(path))
     return model
+
+
+def _check_init_residual(target: nn.Module, path: Path) -> None:
+    """The init weights must have been trained with the target's residual mode (bicubic skip or none)."""
+    want = getattr(target, "residual", None)
+    weights = path / WEIGHTS_FILE if path.is_dir() else path
+    if want is None:
+        return
+    recorded = None
+    if weights.suffix == ".safetensors":
+        mf = check_model(weights)
+        recorded = mf.meta.get("residual", _header(weights)[2].get("residual"))
+    if recorded is not None:  # a facesr model: it says how it was trained
+        have = mf.arch["residual"]
+        if have != want:
+            raise InputError(f"train.init_from: {path} was trained with model.generator.residual={have!r}, the "
+                             f"params say {want!r}; set model.generator.residual: {have} to start from it")
+    elif want == "bicubic":
+        log.warning("train.init_from: %s is not a facesr model (a BasicSR/ESRGAN checkpoint?), trained without facesr's bicubic skip; "
+                    "set model.generator.residual: none to start from its exact outputs", path)
 
 
 def read_model_meta(path: str | os.PathLike[str]) -> dict:

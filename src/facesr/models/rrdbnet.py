@@ -5,6 +5,12 @@ The module tree and therefore the state-dict keys are those of BasicSR's ``basic
 ``conv_last``), so public ESRGAN / Real-ESRGAN checkpoints load into it and our checkpoints load into BasicSR.
 At the defaults (23 blocks, 64 features, growth 32, x4) it has exactly 16,697,987 parameters.
 
+``residual="bicubic"`` (facesr's default, ``model.generator.residual``) adds the bicubic upsampling of the input to the
+network's output, so the convolutions learn only the detail that bicubic misses; ``conv_last`` then starts at a tenth
+of its usual initial scale, so an untrained network already outputs (almost) the bicubic image, colours and borders
+included. This adds no parameter: the state dict is unchanged. ``residual="none"`` is ESRGAN's exact forward pass;
+use it to start from (or to export to) public ESRGAN / BasicSR checkpoints, whose weights were trained without it.
+
 Scale 4 is the ESRGAN layout (two nearest-neighbour x2 upsamplings). Scale 2 follows BasicSR (pixel-unshuffle the
 input by 2, so ``conv_first`` takes 12 channels, then the same two upsamplings). Scale 8 (not in BasicSR) adds a third
 upsampling conv ``conv_up3``.
@@ -18,6 +24,7 @@ from torch.nn import functional as F
 from torch.nn import init as nn_init
 
 SUPPORTED_SCALES = (2, 4, 8)
+RESIDUALS = ("bicubic", "none")
 
 
 def _init_weights(modules: list[nn.Module], scale: float = 1.0) -> None:
@@ -71,10 +78,15 @@ class RRDBNet(nn.Module):
     """ESRGAN generator (BasicSR-compatible keys). Input and output in [0, 1] (not clamped), NCHW RGB."""
 
     def __init__(self, num_in_ch: int = 3, num_out_ch: int = 3, scale: int = 4, num_feat: int = 64,
-                 num_block: int = 23, num_grow_ch: int = 32) -> None:
+                 num_block: int = 23, num_grow_ch: int = 32, residual: str = "bicubic") -> None:
         super().__init__()
         if scale not in SUPPORTED_SCALES:
             raise ValueError(f"RRDBNet: scale {scale} not supported; allowed: {list(SUPPORTED_SCALES)}")
+        if residual not in RESIDUALS:
+            raise ValueError(f"RRDBNet: residual {residual!r} not supported; allowed: {list(RESIDUALS)}")
+        if residual == "bicubic" and num_in_ch != num_out_ch:
+            raise ValueError("RRDBNet: residual 'bicubic' needs as many output channels as input channels")
+        self.residual = residual
         self.scale = scale
         self.num_in_ch = num_in_ch
         self.num_out_ch = num_out_ch
@@ -92,14 +104,26 @@ class RRDBNet(nn.Module):
         self.conv_hr = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
         self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, 1, 1)
         self.lrelu = nn.LeakyReLU(negative_slope=0.2, inplace=True)
+        if residual == "bicubic":  # start at (almost) the bicubic image: the convs add detail to it
+            with torch.no_grad():
+                self.conv_last.weight.mul_(0.1)
+                if self.conv_last.bias is not None:
+                    self.conv_last.bias.zero_()
 
     def config(self) -> dict[str, int | str]:
         """The architecture as written to model.json."""
         return {"arch": "RRDBNet", "num_in_ch": self.num_in_ch, "num_out_ch": self.num_out_ch,
                 "num_feat": self.num_feat, "num_block": self.num_block, "num_grow_ch": self.num_grow_ch,
-                "scale": self.scale}
+                "scale": self.scale, "residual": self.residual}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self._body(x)
+        if self.residual == "bicubic":
+            base = F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
+            out = out + base.to(out.dtype)
+        return out
+
+    def _body(self, x: torch.Tensor) -> torch.Tensor:
         feat = F.pixel_unshuffle(x, 2) if self.scale == 2 else x
         feat = self.conv_first(feat)
         body_feat = self.conv_body(self.body(feat))
