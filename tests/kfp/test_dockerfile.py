@@ -57,14 +57,30 @@ def test_parser_reads_continuations():
     assert parse("FROM a AS b\n# c\nRUN x \\\n  && y\n") == [("FROM", "a AS b"), ("RUN", "x  && y")]
 
 
-def test_base_image_is_pinned_and_matches_the_venv_python(instrs):
+def test_base_image_is_python_3_11_bookworm_and_swappable(instrs):
     defaults = _arg_defaults(instrs)
     froms = _args(instrs, "FROM")
     assert len(froms) == 2 and all(f.startswith("${PYTHON_IMAGE}") for f in froms)
     base = defaults["PYTHON_IMAGE"]
-    m = re.fullmatch(r"python:(\d+)\.(\d+)\.(\d+)-slim-(\w+)", base)
-    assert m, f"base image {base!r} must be pinned to an exact python patch release"
+    m = re.fullmatch(r"python:(\d+)\.(\d+)(?:\.\d+)?-slim-bookworm", base)
+    assert m, f"base image {base!r}: the official Python 3.11 slim bookworm image"
     assert (int(m[1]), int(m[2])) == sys.version_info[:2] == (3, 11)
+    # a debootstrap'ed bookworm (Debian's python3, no `python`) works as well: only python3 is called, and the
+    # build fails early when the base's Python is not the one the lock was resolved for
+    runs = " ".join(_args(instrs, "RUN"))
+    assert "python3 -m venv /opt/venv" in runs and "sys.version_info[:2] == (3, 11)" in runs
+    assert not re.search(r"(^|[\s;&|])python\s", runs), "Debian's python3 has no `python` command"
+
+
+def test_pip_trusts_a_ca_bundle_given_as_a_secret_that_stays_out_of_the_layers(instrs):
+    lock_run = next(a for a in _args(instrs, "RUN") if "pip install -r requirements.lock" in a)
+    assert lock_run.startswith("--mount=type=secret,id=pip_cert ")
+    assert "PIP_CERT=/run/secrets/pip_cert" in lock_run and "[ -s /run/secrets/pip_cert ]" in lock_run
+    assert "PIP_CERT" not in " ".join(_args(instrs, "ENV")) + " ".join(_args(instrs, "ARG"))
+    # the index URL travels as a build arg named so that an empty value does not reach pip as PIP_INDEX_URL=""
+    assert "PIP_INDEX" in _arg_defaults(instrs) and "PIP_INDEX_URL" not in _arg_defaults(instrs)
+    script = (REPO / "scripts" / "build-image.sh").read_text()
+    assert '--secret "id=pip_cert,src=$cert"' in script and '"PIP_INDEX=$index"' in script
 
 
 def test_installs_the_locked_cuda_torch_and_facesr(instrs):

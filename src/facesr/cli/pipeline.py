@@ -81,14 +81,18 @@ def compile_cmd(app: AppContext, out: Path | None) -> None:
 
 
 @pipeline_group.command("run")
-@click.option("--local", "local_", is_flag=True, help="run here with kfp.local.SubprocessRunner(use_venv=False)")
+@click.option("--local", "local_", is_flag=True, help="run here with kfp.local (every task, one after another)")
+@click.option("--container", is_flag=True,
+              help="with --local: run each task in the image of params pipeline.image (scripts/build-image.sh) as "
+                   "its non-root user, through the Docker API at $DOCKER_HOST (Docker, or Podman's socket: "
+                   "`podman system service`); default: subprocesses of this venv")
 @click.option("--pipeline-root", type=click.Path(file_okay=False, path_type=Path), default=Path(".kfp-local"),
               show_default=True, help="where the local runner keeps every task's artifacts")
 @_run_options
 @pass_app
-def run_cmd(app: AppContext, local_: bool, pipeline_root: Path, source, data_version, variants, mlflow_uri,
-            model_name) -> None:
-    """Run the whole pipeline on this machine (every task, one after another, in this venv)."""
+def run_cmd(app: AppContext, local_: bool, container: bool, pipeline_root: Path, source, data_version, variants,
+            mlflow_uri, model_name) -> None:
+    """Run the whole pipeline on this machine (every task, one after another, in this venv or in the image)."""
     if not local_:
         raise UserError("facesr pipeline run: only --local is supported here; for a cluster use "
                         "`facesr pipeline submit --host URL`")
@@ -97,13 +101,17 @@ def run_cmd(app: AppContext, local_: bool, pipeline_root: Path, source, data_ver
     params = app.params
     res = run_local(params, pipeline_root=pipeline_root, params_text=params_text_of(app.params_path),
                     overrides=list(app.overrides), source=source, data_version=data_version, variants=list(variants),
-                    mlflow_uri=mlflow_uri or "", model_name=model_name)
-    echo_kv("local pipeline run finished", {
+                    mlflow_uri=mlflow_uri or "", model_name=model_name, container=container)
+    rows = {
         "pipeline root": res.pipeline_root,
         "evaluation": res.evaluation,
         "registered version": res.registered_version or "-",
         "champion version": res.champion_version or "-",
-    })
+    }
+    if container:
+        rows["image"] = params.pipeline.image
+        rows["MLflow store"] = res.mlflow_uri
+    echo_kv("local pipeline run finished", rows)
 
 
 @pipeline_group.command("submit")
