@@ -190,6 +190,11 @@ class PipelineParams(_Section):
     cron: str = Field("0 0 3 * * 0", description="KFP cron (6 fields, with seconds): Sundays 03:00")
 
 
+class UpscaleParams(_Section):
+    max_output_pixels: PosInt = Field(
+        268_435_456, description="facesr upscale refuses (exit 2) an image whose output would have more pixels")
+
+
 class Params(_Section):
     profile: str = Field("demo", description="active profile")
     seed: NonNegInt = 0
@@ -201,6 +206,7 @@ class Params(_Section):
     evaluate: EvaluateParams = EvaluateParams()
     registry: RegistryParams = RegistryParams()
     pipeline: PipelineParams = PipelineParams()
+    upscale: UpscaleParams = UpscaleParams()
 
     def flat(self) -> dict[str, Any]:
         """Dotted-key view of every param (for MLflow params and logs)."""

@@ -34,8 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from facesr.errors import ExternalServiceError, FacesrError, InputError, UserError
+from facesr.errors import ExternalServiceError, FacesrError, InputError, Interrupted, UserError
 from facesr.fsutil import read_json, sha256_file, tree_hash
+from facesr.locks import owner_alive, owner_token
 
 log = logging.getLogger(__name__)
 
@@ -65,18 +66,38 @@ def tracking_uri(params: Any | None = None) -> str:
     return DEFAULT_TRACKING_URI
 
 
+# bounds on every MLflow HTTP request (set unless the user set them): a server that accepts connections but never
+# answers fails within about 2 x 12 s (+ a short backoff), not MLflow's default 7 x 120 s
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "12",  # seconds per request (connect and each read)
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+}
+STORE_CREATE_WAIT_S = 300.0  # how long a first use waits for another process that is creating the same SQLite store
+
+
 def configure_tracking(params: Any | None = None) -> str:
-    """Point MLflow at the tracking/registry store; a remote server is checked first (clear error when down)."""
+    """Point MLflow at the tracking/registry store.
+
+    A remote server is checked first (clear error when down) and its requests are bounded (``HTTP_DEFAULTS``); a
+    SQLite store is created atomically on first use and refused with exit 2 when it is half-made (``ensure_sqlite``).
+    """
     import mlflow
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+    for k, v in HTTP_DEFAULTS.items():
+        os.environ.setdefault(k, v)
     uri = absolute_sqlite(tracking_uri(params))
     if uri.startswith(("http://", "https://")):
         check_server(uri)
+    registry = os.environ.get("MLFLOW_REGISTRY_URI")
+    for u in {uri, absolute_sqlite(registry) if registry else uri}:
+        db = sqlite_path(u)
+        if db is not None:
+            ensure_sqlite(db)
     mlflow.set_tracking_uri(uri)
-    if not os.environ.get("MLFLOW_REGISTRY_URI"):
+    if not registry:
         mlflow.set_registry_uri(uri)
     return uri
 
@@ -87,6 +108,107 @@ def absolute_sqlite(uri: str) -> str:
     if uri.startswith(prefix) and not uri.startswith(prefix + "/") and ":memory:" not in uri:
         return prefix + str(Path(uri[len(prefix):]).resolve())
     return uri
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///...`` URI (None for other stores and in-memory SQLite)."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return None
+    path = uri[len(prefix):].split("?", 1)[0]
+    if not path or ":memory:" in path or path.startswith("file:"):
+        return None
+    return Path(path)
+
+
+def _sqlite_problem(db: Path) -> str | None:
+    """None for a usable MLflow store; "missing"/"empty" for one not made yet; else what is wrong with it."""
+    import sqlite3
+
+    if not db.exists():
+        return "missing"
+    if db.is_dir():
+        return "it is a folder"
+    if db.stat().st_size == 0:
+        return "empty"
+    try:
+        # read-write: SQLite rolls back a hot journal that a killed writer left (read-only could not)
+        con = sqlite3.connect(f"file:{db}?mode=rw", uri=True, timeout=30)
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            versions = con.execute("SELECT version_num FROM alembic_version").fetchall() \
+                if "alembic_version" in tables else []
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        return f"not a readable SQLite database ({exc})"
+    if not tables:
+        return "empty"
+    leftovers = sorted(t for t in tables if t.startswith("_alembic_tmp_"))
+    if leftovers:
+        return f"a schema migration was interrupted (it left the temporary table {leftovers[0]})"
+    if len(versions) != 1 or "experiments" not in tables:
+        return "its schema is incomplete (no single alembic_version row, or no experiments table)"
+    return None
+
+
+def _broken_store(db: Path, problem: str) -> UserError:
+    return UserError(
+        f"MLflow store {db} is unusable: {problem}, probably because a command was killed while it created or "
+        f"upgraded the store. Move it aside (mv {db} {db}.broken) and rerun to start a fresh, empty store, or put back "
+        "a backup; register the models again into the new store if it held any")
+
+
+def ensure_sqlite(db: Path) -> None:
+    """Make sure ``db`` is a complete MLflow store: create it the first time without ever leaving a half-made one.
+
+    The schema is created and migrated in a temporary file beside ``db`` and then renamed into place, under a lock
+    (``facesr.locks``) so two first uses do not race: a kill at any moment leaves no store (the next use creates it)
+    or a complete one. A store that is broken anyway (a half-finished migration by another tool) -> exit 2.
+    """
+    from facesr import locks
+
+    problem = _sqlite_problem(db)
+    if problem is None:
+        return
+    if problem not in ("missing", "empty"):
+        raise _broken_store(db, problem)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with locks.exclusive(locks.lock_file_for(db), f"MLflow store {db}", wait=STORE_CREATE_WAIT_S,
+                         command="facesr (creating the MLflow store)", hint="retry when it has finished"):
+        problem = _sqlite_problem(db)  # another process may have made it while we waited
+        if problem is None:
+            return
+        if problem not in ("missing", "empty"):
+            raise _broken_store(db, problem)
+        for stale in db.parent.glob(f".{db.name}.new-*"):  # left by a killed first use (we hold the lock)
+            stale.unlink(missing_ok=True)
+        tmp = db.parent / f".{db.name}.new-{os.getpid()}"
+        log.info("creating the MLflow store %s", db)
+        try:
+            from mlflow.store.db.utils import _initialize_tables, create_sqlalchemy_engine
+
+            engine = create_sqlalchemy_engine(f"sqlite:///{tmp}")
+            try:
+                _initialize_tables(engine)
+            finally:
+                engine.dispose()
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, db)
+            dfd = os.open(db.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except Exception as exc:
+            tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise FacesrError(f"MLflow store {db}: could not create it ({exc})") from None
+            raise
 
 
 def check_server(uri: str, timeout: float = 5.0) -> None:
@@ -108,6 +230,8 @@ def mlflow_errors(what: str) -> Iterator[None]:
     """Map MLflow/HTTP failures to our error types (one clear message)."""
     from mlflow.exceptions import MlflowException
 
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
         yield
     except (UserError, FacesrError):
@@ -117,13 +241,47 @@ def mlflow_errors(what: str) -> Iterator[None]:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             raise UserError(f"{what}: {msg}") from None
-        if "API request" in msg or "Max retries" in msg or "Connection" in msg:
-            raise ExternalServiceError(f"{what}: MLflow server unreachable ({msg}); rerun to retry") from None
-        raise FacesrError(f"{what}: {msg}") from None
+        if _is_request_failure(msg):
+            raise _server_error(what, msg) from None
+        if "out-of-date database schema" in msg:
+            import mlflow
+
+            uri = mlflow.get_tracking_uri()
+            raise UserError(
+                f"MLflow store {sqlite_path(uri) or uri}: {msg.split('. Take a backup')[0]}: an older MLflow made it (back "
+                f"it up, then run `mlflow db upgrade {uri}`), or a command was killed while it created or upgraded the "
+                "store (move it aside and rerun to start a fresh one)") from None
+        raise FacesrError(f"{what}: {msg[:1000]}") from None
+    except SQLAlchemyError as exc:  # the SQLite (or other database) store itself
+        import mlflow
+
+        uri = mlflow.get_tracking_uri()
+        db = sqlite_path(uri)
+        first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        if db is not None and any(s in first for s in ("already exists", "no such table", "no such column")):
+            raise _broken_store(db, f"its schema does not match ({type(exc).__name__}: {first})") from None
+        raise FacesrError(f"{what}: the MLflow store {db or uri} failed ({type(exc).__name__}: {first}); rerun to "
+                          "retry") from None
     except OSError as exc:
         if "Connection" in type(exc).__name__ or "Connection" in str(exc):
-            raise ExternalServiceError(f"{what}: MLflow server unreachable ({exc}); rerun to retry") from None
+            raise _server_error(what, str(exc)) from None
         raise
+
+
+def _is_request_failure(msg: str) -> bool:
+    return any(s in msg for s in ("API request", "Max retries", "Connection", "timed out", "Timeout"))
+
+
+def _server_error(what: str, msg: str) -> ExternalServiceError:
+    import mlflow
+
+    tries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    tries = str(1 + int(tries)) if tries.isdigit() else "?"
+    limit = f"{os.environ.get('MLFLOW_HTTP_REQUEST_TIMEOUT', '?')} s x {tries} tries"
+    return ExternalServiceError(
+        f"{what}: MLflow server {mlflow.get_tracking_uri()} did not answer (request limit {limit}; "
+        f"{msg[:300]}); check the server, then rerun to retry (MLFLOW_HTTP_REQUEST_TIMEOUT / "
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES change the limits)")
 
 
 def _client() -> Any:
@@ -371,7 +529,9 @@ def _find_registered(client: Any, name: str, key: str) -> Any | None:
 
     try:
         hits = client.search_model_versions(f"name = '{name}' and tags.`{TAG}register_key` = '{key}'")
-    except MlflowException:
+    except MlflowException as exc:
+        if _is_request_failure(str(exc)):  # a dead server is not "not registered yet"
+            raise
         return None
     return max(hits, key=lambda v: int(v.version)) if hits else None
 
@@ -417,6 +577,86 @@ def _log_pyfunc(c: Candidate) -> Any:
                                    signature=signature, input_example=example, pip_requirements=reqs)
 
 
+def end_stale_runs(client: Any, experiment_id: str, pipeline_run_id: str) -> list[str]:
+    """Mark RUNNING facesr runs that no live process owns as KILLED; returns their ids.
+
+    A run's ``facesr.owner`` tag is ``host:pid:start`` of the process that logs it. On this host a run whose process is
+    gone (or whose pid now belongs to another process) is stale; a run logged on another host is stale only when it
+    belongs to the same pipeline run as this one (a retried step: the earlier attempt is over). Other runs are left.
+    """
+    runs = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000)
+    stale = []
+    for r in runs:
+        tags = r.data.tags
+        if TAG + "step" not in tags:  # not logged by facesr
+            continue
+        owner = tags.get(TAG + "owner", "")
+        alive = owner_alive(owner) if owner else None
+        if alive or (alive is None and tags.get(TAG + "pipeline_run_id") != pipeline_run_id):
+            continue
+        client.set_tag(r.info.run_id, TAG + "ended_by", f"facesr register {owner_token()}: owner {owner or '?'} gone")
+        client.set_terminated(r.info.run_id, "KILLED")
+        stale.append(r.info.run_id)
+    if stale:
+        log.warning("marked %d stale RUNNING run(s) KILLED (their process is gone): %s", len(stale), ", ".join(stale))
+    return stale
+
+
+def _mark_own_runs_killed(params: Any) -> list[str]:
+    """The runs this process started and did not finish -> KILLED (after a signal)."""
+    client = _client()
+    exp = client.get_experiment_by_name(params.registry.experiment)
+    if exp is None:
+        return []
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{TAG}owner` = '{owner_token()}'",
+                              max_results=1000)
+    killed = []
+    for r in runs:
+        if r.info.status != "FINISHED":
+            client.set_terminated(r.info.run_id, "KILLED")
+            killed.append(r.info.run_id)
+    return killed
+
+
+def _ends_runs_on_signal(fn: Any) -> Any:
+    """SIGTERM or SIGINT during ``fn``: the MLflow runs it started end KILLED (never RUNNING for good); exit 128+N."""
+    import functools
+    import signal
+    import threading
+
+    @functools.wraps(fn)
+    def wrapper(params: Any, *args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread
+            return fn(params, *args, **kwargs)
+        got: list[int] = []
+
+        def handler(signum: int, frame: Any) -> None:
+            got.append(signum)
+            raise KeyboardInterrupt
+
+        old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            return fn(params, *args, **kwargs)
+        except KeyboardInterrupt:
+            for sig in old:  # a second signal must not cut the clean-up short
+                signal.signal(sig, signal.SIG_IGN)
+            signum = got[0] if got else signal.SIGINT
+            killed: list[str] = []
+            with contextlib.suppress(Exception):
+                killed = _mark_own_runs_killed(params)
+            exc = Interrupted(f"{fn.__name__} stopped by {signal.Signals(signum).name} before it finished; the "
+                              f"{len(killed)} MLflow run(s) it had started are marked KILLED. Run the same command "
+                              "again to register")
+            exc.exit_code = 128 + int(signum)
+            raise exc from None
+        finally:
+            for sig, h in old.items():
+                signal.signal(sig, h)
+
+    return wrapper
+
+
+@_ends_runs_on_signal
 def register(params: Any, eval_dir: Path, models: dict[str, Path], data: Path | None = None) -> RegisterResult:
     """Log the pipeline run (parent + train/<variant> + evaluate children) and register the better variant."""
     import mlflow
@@ -433,6 +673,7 @@ def register(params: Any, eval_dir: Path, models: dict[str, Path], data: Path | 
               TAG + "profile": params.profile, "mlflow.source.git.commit": commit}
     if os.environ.get("FACESR_PIPELINE_NAME"):
         common[TAG + "pipeline_name"] = os.environ["FACESR_PIPELINE_NAME"]
+    common[TAG + "owner"] = owner_token()  # host:pid:start of this process: a run no live process owns is stale
     flat = _str_params(params.flat())
     key = register_key(best, eval_dir, dhash, params.hash())
     configure_tracking(params)
@@ -449,7 +690,8 @@ def register(params: Any, eval_dir: Path, models: dict[str, Path], data: Path | 
                                       ("evaluate", t.get(TAG + "eval_run_id"))) if v}
             return RegisterResult(name, str(existing.version), t.get(TAG + "variant", best.variant),
                                   t.get(TAG + "parent_run_id", ""), runs, t, reused=True)
-        mlflow.set_experiment(params.registry.experiment)
+        exp = mlflow.set_experiment(params.registry.experiment)
+        end_stale_runs(client, exp.experiment_id, prid)
         run_ids: dict[str, str] = {}
         model_infos: dict[str, Any] = {}
         with mlflow.start_run(run_name=f"pipeline-{prid}", tags={**common, TAG + "step": "pipeline"}) as parent:
@@ -492,6 +734,7 @@ def register(params: Any, eval_dir: Path, models: dict[str, Path], data: Path | 
             if isinstance(m, dict) and m.get("mean") is not None:
                 vtags[f"{TAG}metric.{k}"] = str(m["mean"])
         vtags.pop("mlflow.source.git.commit", None)
+        vtags.pop(TAG + "owner", None)
         mv = mlflow.register_model(model_infos[best.name].model_uri, name, tags=vtags)
         client.set_registered_model_alias(name, CHALLENGER, mv.version)
     return RegisterResult(name, str(mv.version), best.variant, parent.info.run_id, run_ids, vtags)
