@@ -216,3 +216,25 @@ def test_failed_atomic_dir_removes_the_parents_it_made(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError), atomic_dir(tmp_path / "a" / "b" / "out"):
         raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_nested_atomic_dir_on_the_enclosing_temporary_does_not_deadlock(tmp_path):
+    """A writer that itself uses atomic_dir (save_generator) called on an enclosing atomic_dir's temporary."""
+    import threading
+
+    from facesr.fsutil import atomic_dir
+
+    done = threading.Event()
+
+    def write() -> None:
+        with atomic_dir(tmp_path / "model") as outer:
+            (outer / "a.txt").write_text("a")
+            with atomic_dir(outer) as inner:
+                (inner / "b.txt").write_text("b")
+        done.set()
+
+    t = threading.Thread(target=write, daemon=True)
+    t.start()
+    t.join(20)
+    assert done.is_set(), "atomic_dir deadlocked on its own lock"
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["b.txt"]

@@ -300,7 +300,10 @@ def atomic_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
         if final.exists() or final.is_symlink():
             with contextlib.suppress(OSError):
                 old_fd = os.open(final, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-                _lock(old_fd, block=True)  # so that no other run's cleanup takes it for a stale .old- folder
+                # so that no other run's cleanup takes it for a stale .old- folder; never blocks: ``final`` may be
+                # the temporary of an enclosing atomic_dir of this very process (a model folder written inside a
+                # training folder's temporary), whose lock is already held
+                _lock(old_fd, block=False)
             old = Path(tempfile.mkdtemp(prefix=f".{final.name}{_OLD_TAG}{_host_tag()}-{os.getpid()}-",
                                         dir=final.parent))
             old.rmdir()
