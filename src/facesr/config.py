@@ -8,6 +8,7 @@ key ``profile`` (or ``--profile``). Overrides are applied in this order: base ->
 from __future__ import annotations
 
 import copy
+import math
 import os
 import re
 import reprlib
@@ -23,6 +24,7 @@ from facesr.fsutil import canonical_json, sha256_bytes
 
 DEFAULT_PARAMS_FILE = "params.yaml"
 VARIANTS = ("l1_vgg", "l1_vgg_pieapp")
+PSNR_MODEL = "psnr"  # the shared L1 pre-training stage's model (facesr pretrain), the GAN variants' starting point
 
 # numbers are strict: YAML `true` is not 1 and `5.5` is not an int (an int is still a valid float)
 Int = Annotated[int, Strict()]
@@ -77,6 +79,9 @@ class GeneratorParams(_Section):
     num_feat: Annotated[PosInt, Field(le=256)] = 64
     num_block: Annotated[PosInt, Field(le=64)] = 23
     num_grow_ch: Annotated[PosInt, Field(le=128)] = 32
+    residual: Literal["bicubic", "none"] = Field(
+        "bicubic", description="bicubic: G adds its detail to the bicubic upsampling of the input (no extra "
+                               "parameters); none: ESRGAN's exact forward, for public ESRGAN/BasicSR checkpoints")
 
 
 class DiscriminatorParams(_Section):
@@ -135,6 +140,24 @@ class TrainParams(_Section):
     channels_last: bool = True
     compile: bool = False
     deterministic: bool = False
+
+
+class PretrainParams(_Section):
+    """The shared PSNR-oriented stage (`facesr pretrain`, BasicSR's RRDB_PSNR): G trained with L1 alone, once."""
+
+    steps: PosInt = Field(20000, description="L1 optimiser steps")
+    batch_size: PosInt = Field(16, description="patches per step")
+    hr_size: PosInt = Field(128, description="HR patch size (px); the LR patch is hr_size / data.scale")
+    lr: PosFloat = Field(2e-4, description="Adam learning rate (betas: train.betas)")
+    lr_schedule: Literal["cosine", "constant"] = Field("cosine", description="cosine: from lr down to lr x lr_final")
+    lr_final: Annotated[Float, Field(ge=0.0, le=1.0)] = Field(0.01, description="cosine: final lr as a share of lr")
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of optimiser step ``step`` (0-based): a pure function of the step, so resume is exact."""
+        if self.lr_schedule == "constant" or self.steps <= 1:
+            return self.lr
+        t = min(max(step, 0), self.steps - 1) / (self.steps - 1)
+        return self.lr * (self.lr_final + (1.0 - self.lr_final) * 0.5 * (1.0 + math.cos(math.pi * t)))
 
 
 class EvaluateParams(_Section):
@@ -202,11 +225,19 @@ class Params(_Section):
     data: DataParams = DataParams()
     model: ModelParams = ModelParams()
     loss: LossParams = LossParams()
+    pretrain: PretrainParams = PretrainParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
     registry: RegistryParams = RegistryParams()
     pipeline: PipelineParams = PipelineParams()
     upscale: UpscaleParams = UpscaleParams()
+
+    @model_validator(mode="after")
+    def _pretrain_patch(self) -> Params:
+        if self.pretrain.hr_size % self.data.scale:
+            raise ValueError(f"pretrain.hr_size ({self.pretrain.hr_size}) must be divisible by data.scale "
+                             f"({self.data.scale})")
+        return self
 
     def flat(self) -> dict[str, Any]:
         """Dotted-key view of every param (for MLflow params and logs)."""

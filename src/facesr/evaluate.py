@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from facesr.config import Params
+from facesr.config import PSNR_MODEL, Params
 from facesr.data.dataset import TestPair, load_test_pairs
 from facesr.errors import InputError, UserError
 from facesr.fsutil import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file, tree_hash
@@ -172,6 +172,8 @@ def _load_generator(path: Path, device: torch.device) -> tuple[torch.nn.Module, 
 def model_upscaler(model: torch.nn.Module, device: torch.device, batch_size: int) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
     """uint8 HWC LR images -> uint8 HWC SR images (clamped to 0..1 and rounded to 8 bits, as saved images are)."""
 
+    from facesr.infer import forward, to_uint8
+
     @torch.no_grad()
     def run(lrs: list[np.ndarray]) -> list[np.ndarray]:
         out: list[np.ndarray] = []
@@ -182,7 +184,7 @@ def model_upscaler(model: torch.nn.Module, device: torch.device, batch_size: int
             while j < len(lrs) and j - i < batch_size and lrs[j].shape == lrs[i].shape:
                 j += 1
             x = torch.from_numpy(np.stack(lrs[i:j])).permute(0, 3, 1, 2).float().div(255).to(device)
-            y = model(x).float().clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+            y = to_uint8(forward(model, x)).permute(0, 2, 3, 1).cpu().numpy()  # the one forward pass (facesr.infer)
             out.extend(list(y))
             i = j
         return out
@@ -456,7 +458,8 @@ def evaluate(params: Params, data: Path, models: dict[str, Path], out: Path) -> 
     """Score the bicubic baseline and each model; write the eval folder; return the metrics dict (metrics.json)."""
     t0 = time.time()
     data, out = Path(data), Path(out)
-    models = {k: Path(v) for k, v in models.items()}
+    # rows and grid columns: bicubic, the psnr stage's model, then the others in the order given
+    models = {k: Path(v) for k, v in sorted(models.items(), key=lambda kv: kv[0] != PSNR_MODEL)}
     _model_inputs(models)
     from facesr.fsutil import check_output_folder  # what --out may be: docs/data.md
 
@@ -555,8 +558,7 @@ def evaluate(params: Params, data: Path, models: dict[str, Path], out: Path) -> 
         if diffs:
             atomic_write_json(tmp / "paired_differences.json", {"difference": f"{VARIANT_B} - {VARIANT_A}", **diffs})
         grid_paths = []
-        order = [BASELINE] + [m for m in (VARIANT_A, VARIANT_B) if m in outputs] + \
-                [m for m in outputs if m not in (BASELINE, VARIANT_A, VARIANT_B)]
+        order = list(outputs)  # bicubic, psnr, then the models in the order given
         for i in range(n_grid):
             lr_big = np.asarray(Image.fromarray(lrs[i]).resize((hr_w, hr_h), Image.NEAREST))
             cols = [("LR", lr_big)] + [(m, outputs[m][i]) for m in order] + [("HR", hrs[i])]

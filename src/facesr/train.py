@@ -1,6 +1,9 @@
 """Training: L1 pre-training of the generator, then ESRGAN-style GAN training with a variant's loss.
 
-``train(params, data, variant, out, resume)`` is the one entry point (the CLI, DVC and KFP call it). Under
+``train(params, data, variant, out, resume)`` is the one entry point (the CLI, DVC and KFP call it). Variant ``psnr``
+is the shared PSNR-oriented stage (``facesr pretrain``, BasicSR's RRDB_PSNR): ``pretrain.steps`` L1 steps of G on
+``pretrain.hr_size`` patches, ``pretrain.batch_size`` at a time, with ``pretrain.lr``'s schedule, and no loss network;
+the GAN variants then start from its model (``train.init_from``, ``facesr train --init-from``). Under
 ``torchrun --nproc_per_node=N`` the same function trains with DistributedDataParallel (gloo on CPU, nccl on CUDA);
 rank 0 writes every output.
 
@@ -42,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facesr import checkpoint, locks
-from facesr.config import VARIANTS, Params
+from facesr.config import PSNR_MODEL, VARIANTS, Params
 from facesr.errors import FacesrError, InputError, Interrupted, ParamsError, UserError
 from facesr.fsutil import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
 
@@ -66,18 +69,18 @@ class NonFiniteLossError(FacesrError):
 class Components:
     generator: nn.Module
     discriminator: nn.Module
-    gen_loss: nn.Module  # forward(sr, hr, real_logits, fake_logits) -> (total, terms); `.provenance`
+    gen_loss: nn.Module | None  # forward(sr, hr, real_logits, fake_logits) -> (total, terms); None: L1 only
     disc_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def build_components(params: Params, variant: str, device: torch.device) -> Components:
-    """Build G, D and the variant's losses (facesr.models / facesr.losses)."""
+    """Build G, D and the variant's losses (facesr.models / facesr.losses); the psnr stage needs no loss network."""
     from facesr.losses import build_generator_loss, discriminator_loss
     from facesr.models import build_discriminator, build_generator
 
     g = build_generator(params)
     d = build_discriminator(params)
-    loss = build_generator_loss(params, variant, device)
+    loss = None if variant == PSNR_MODEL else build_generator_loss(params, variant, device)
     return Components(g, d, loss, discriminator_loss)
 
 
@@ -93,12 +96,21 @@ def save_generator(model: nn.Module, folder: Path, meta: dict[str, Any]) -> None
     model_io.save_generator(model, folder, meta)
 
 
-def make_dataset(params: Params, data: Path) -> Any:
-    """The training patches (facesr.data.dataset.TrainPatches): items {"lr", "hr"} uint8 CHW, set_epoch(e)."""
+def make_dataset(params: Params, data: Path, variant: str = "") -> Any:
+    """The training patches (facesr.data.dataset.TrainPatches): items {"lr", "hr"} uint8 CHW, set_epoch(e).
+
+    The psnr stage cuts ``pretrain.hr_size`` patches; the GAN variants ``data.hr_size`` ones.
+    """
     from facesr.data.dataset import TrainPatches
 
     d = params.data
-    return TrainPatches(data, d.hr_size, d.scale, d.hflip, d.rot90, params.seed)
+    size = params.pretrain.hr_size if variant == PSNR_MODEL else d.hr_size
+    return TrainPatches(data, size, d.scale, d.hflip, d.rot90, params.seed)
+
+
+def batch_size(params: Params, variant: str) -> int:
+    """Images per step and process: ``pretrain.batch_size`` for the psnr stage, ``train.batch_size`` otherwise."""
+    return params.pretrain.batch_size if variant == PSNR_MODEL else params.train.batch_size
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -260,17 +272,18 @@ def _finite(*values: torch.Tensor) -> bool:
 class EpochStream:
     """Batches of an epoch in a fixed order that depends only on (seed, epoch); can start at any position."""
 
-    def __init__(self, dataset: Any, params: Params, dist: Dist, pin: bool) -> None:
+    def __init__(self, dataset: Any, params: Params, dist: Dist, pin: bool, bs: int | None = None,
+                 bs_key: str = "train.batch_size") -> None:
         self.ds = dataset
         self.params = params
         self.dist = dist
-        self.bs = params.train.batch_size
+        self.bs = params.train.batch_size if bs is None else bs
         n = len(dataset)
         self.steps_per_epoch = n // (self.bs * dist.world)
         if self.steps_per_epoch < 1:
             raise InputError(
-                f"the prepared training split has {n} image(s), fewer than train.batch_size ({self.bs}) x processes "
-                f"({dist.world}); lower train.batch_size or prepare more images"
+                f"the prepared training split has {n} image(s), fewer than {bs_key} ({self.bs}) x processes "
+                f"({dist.world}); lower {bs_key} or prepare more images"
             )
         self.pin = pin
 
@@ -317,8 +330,10 @@ def _data_manifest_sha(data: Path) -> str:
     return sha256_file(m)
 
 
-def total_steps(params: Params, steps_per_epoch: int) -> tuple[int, int]:
-    """(pre-training steps, GAN steps) for these params."""
+def total_steps(params: Params, steps_per_epoch: int, variant: str = "") -> tuple[int, int]:
+    """(L1 steps, GAN steps) for these params: the psnr stage is ``pretrain.steps`` L1 steps and nothing else."""
+    if variant == PSNR_MODEL:
+        return params.pretrain.steps, 0
     pre = 0 if params.train.init_from else params.train.pretrain_steps
     gan = params.train.max_steps if params.train.max_steps is not None else params.train.epochs * steps_per_epoch
     return pre, gan
@@ -378,8 +393,22 @@ def gan_step(
     return loss_g, terms, loss_d
 
 
-def _checkpoint_is_stale(out: Path, variant: str, params_hash: str, data_sha: str) -> bool:
-    """True when ``out``'s checkpoint was made with other params, other prepared data or another variant."""
+def init_sha256(params: Params) -> str | None:
+    """sha256 of the ``train.init_from`` weights file (a model folder's generator.safetensors), None without one."""
+    src = params.train.init_from
+    if not src:
+        return None
+    p = Path(src)
+    p = p / "generator.safetensors" if p.is_dir() else p
+    if not p.is_file():
+        raise InputError(f"train.init_from: {p}: file not found (a facesr model folder, a .safetensors file or a "
+                         "BasicSR/ESRGAN .pth)")
+    return sha256_file(p)
+
+
+def _checkpoint_is_stale(out: Path, variant: str, params_hash: str, data_sha: str,
+                         init_sha: str | None = None) -> bool:
+    """True when ``out``'s checkpoint was made with other params, prepared data, init weights or another variant."""
     ckpt = out / "checkpoints" / "last.pt"
     if not ckpt.exists():
         return False
@@ -393,6 +422,7 @@ def _checkpoint_is_stale(out: Path, variant: str, params_hash: str, data_sha: st
         ("variant", variant, made_with.get("variant")),
         ("params", params_hash, made_with.get("params_hash")),
         ("prepared data", data_sha, made_with.get("data_manifest_sha256")),
+        ("init weights", init_sha, made_with.get("init_sha256")),
     ) if now != then]
     if changed:
         log.warning("--restart-if-changed: %s changed since %s was written; starting over", " and ".join(changed), ckpt)
@@ -444,9 +474,12 @@ def train(
     starts over (what a pipeline re-run after a params or data change needs; an interruption still resumes exactly).
     """
     data, out = Path(data), Path(out)
-    if variant not in VARIANTS:
+    if variant == PSNR_MODEL:
+        if params.train.init_from:
+            params = params.model_copy(update={"train": params.train.model_copy(update={"init_from": None})})
+    elif variant not in VARIANTS:
         raise UserError(f"--variant {variant!r}: unknown variant; allowed: {', '.join(VARIANTS)}")
-    if variant not in params.loss.variants:
+    elif variant not in params.loss.variants:
         raise ParamsError(f"loss.variants: no weights for variant {variant!r}; defined: {sorted(params.loss.variants)}")
     # one writer per --out (rank 0 of a DDP run holds it for all ranks): a second `facesr train` gets exit 2
     lock = (locks.exclusive(locks.lock_file_for(out), f"--out {out}", command="facesr train",
@@ -471,7 +504,8 @@ def _train_locked(params: Params, data: Path, variant: str, out: Path, resume: b
             f"--out {out}: already holds a training run; pass --resume to continue it, or delete the folder / choose "
             "another --out to start again"
         )
-    stale = resume and restart_if_changed and _checkpoint_is_stale(out, variant, params.hash(), data_sha)
+    stale = resume and restart_if_changed and _checkpoint_is_stale(out, variant, params.hash(), data_sha,
+                                                                    init_sha256(params))
 
     tp = params.train
     dist = init_distributed(tp.device)
@@ -534,7 +568,7 @@ def _train(
         for p in gen_loss.parameters():
             p.requires_grad_(False)
     provenance = dict(getattr(gen_loss, "provenance", {}) or {})
-    if tp.batch_size < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in d.modules()):
+    if variant != PSNR_MODEL and tp.batch_size < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in d.modules()):
         raise ParamsError(
             "train.batch_size: the discriminator uses batch-norm, which needs at least 2 images per batch (per "
             f"process); got {tp.batch_size}"
@@ -544,16 +578,21 @@ def _train(
     adam_kw: dict[str, Any] = {"betas": tuple(tp.betas)}
     if cuda:
         adam_kw["fused"] = True
-    opt_pre = torch.optim.Adam(g.parameters(), lr=tp.lr_g, **adam_kw)
+    # L1 steps: the psnr stage follows pretrain.lr's schedule (set per step: a pure function of the step, nothing
+    # to checkpoint); the inline warm-up of a GAN run without init_from keeps train.lr_g
+    pre_lr: Callable[[int], float] = params.pretrain.lr_at if variant == PSNR_MODEL else (lambda _step: tp.lr_g)
+    opt_pre = torch.optim.Adam(g.parameters(), lr=pre_lr(0), **adam_kw)
     opt_g = torch.optim.Adam(g.parameters(), lr=tp.lr_g, **adam_kw)
     opt_d = torch.optim.Adam(d.parameters(), lr=tp.lr_d, **adam_kw)
     sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, milestones=list(tp.lr_milestones), gamma=tp.lr_gamma)
     sched_d = torch.optim.lr_scheduler.MultiStepLR(opt_d, milestones=list(tp.lr_milestones), gamma=tp.lr_gamma)
 
-    dataset = make_dataset(params, data)
-    stream = EpochStream(dataset, params, dist, pin=cuda)
+    dataset = make_dataset(params, data, variant)
+    stream = EpochStream(dataset, params, dist, pin=cuda, bs=batch_size(params, variant),
+                         bs_key="pretrain.batch_size" if variant == PSNR_MODEL else "train.batch_size")
     spe = stream.steps_per_epoch
-    pre_steps, gan_steps = total_steps(params, spe)
+    pre_steps, gan_steps = total_steps(params, spe, variant)
+    init_sha = init_sha256(params)
     total = pre_steps + gan_steps
 
     step = 0
@@ -638,7 +677,7 @@ def _train(
         # what the checkpoint was made with, readable without loading it (--restart-if-changed reads this)
         atomic_write_json(out / "checkpoints" / CHECKPOINT_INPUTS,
                           {"variant": variant, "step": step, "params_hash": state["params_hash"],
-                           "data_manifest_sha256": data_sha})
+                           "data_manifest_sha256": data_sha, "init_sha256": init_sha})
         _write_csv(out / "plots" / "train_log.csv", rows)
 
     pbar = None
@@ -665,6 +704,8 @@ def _train(
                 loss_d_val: float | None = None
                 if phase == "pretrain":
                     g_ddp.train()
+                    for group in opt_pre.param_groups:
+                        group["lr"] = pre_lr(step)
                     opt_pre.zero_grad(set_to_none=True)
                     with autocast():
                         sr = g_ddp(lr_t)
@@ -672,7 +713,8 @@ def _train(
                     if not _finite(loss_g):
                         raise NonFiniteLossError(
                             f"non-finite L1 loss at step {step + 1} (pre-training); stopped. "
-                            f"{_checkpoint_note(out, last_good)}; lower train.lr_g"
+                            f"{_checkpoint_note(out, last_good)}; lower "
+                            f"{'pretrain.lr' if variant == PSNR_MODEL else 'train.lr_g'}"
                         )
                     loss_g.backward()
                     opt_pre.step()
@@ -765,7 +807,7 @@ def _train(
         "gan_steps": gan_steps,
         "steps_per_epoch": spe,
         "epochs": math.ceil(step / spe),
-        "batch_size": tp.batch_size,
+        "batch_size": stream.bs,
         "world_size": dist.world,
         "device": str(device),
         "amp": str(dtype).replace("torch.", "") if dtype else "off",
@@ -774,12 +816,13 @@ def _train(
         "weights": provenance,
         "untrained_weights": _untrained(provenance),
         "init_from": tp.init_from,
+        "init_sha256": init_sha,
         "seconds_this_session": round(elapsed, 3),
         "imgs_per_s_this_session": round(imgs_done / elapsed, 3) if elapsed > 0 else None,
         "final": {k: v for k, v in (rows[-1].items() if rows else []) if k.startswith("loss")},
     }
     if dist.main:
-        _write_model(params, _ema_model(g, ema), variant, out, provenance, data_sha, step)
+        _write_model(params, _ema_model(g, ema), variant, out, provenance, data_sha, step, init_sha)
         atomic_write_json(out / "train_summary.json", summary)
     return summary
 
@@ -806,7 +849,8 @@ def _ema_model(g: nn.Module, ema: EMA) -> nn.Module:
 
 
 def _write_model(
-    params: Params, model: nn.Module, variant: str, out: Path, provenance: dict[str, Any], data_sha: str, steps: int
+    params: Params, model: nn.Module, variant: str, out: Path, provenance: dict[str, Any], data_sha: str, steps: int,
+    init_sha: str | None = None,
 ) -> None:
     from facesr import __version__
 
@@ -826,6 +870,7 @@ def _write_model(
         "params_hash": params.hash(),
         "data_manifest_sha256": data_sha,
         "steps": steps,
+        "init_sha256": init_sha,  # the generator it started from (the psnr stage's, in the pipeline); lineage
         "facesr_version": __version__,
     }
     with atomic_dir(out / "model") as tmp:
