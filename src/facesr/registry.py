@@ -831,6 +831,76 @@ def decide(policy: Any, chall: list[dict[str, str]], champ: list[dict[str, str]]
     return Decision(True, f"{primary} improved by {mean_imp:.6g} (95% CI [{lo:.6g}, {hi:.6g}]); guards held", numbers)
 
 
+def baseline_guard(policy: Any, chall: list[dict[str, str]], baseline: list[dict[str, str]],
+                   primary_real: bool) -> tuple[list[str], dict[str, Any]]:
+    """Reasons to refuse a challenger that is worse than bicubic on the same test images (empty: it is not).
+
+    Always checked: PSNR-Y and SSIM-Y, each beyond its ``guards`` tolerance (0 when it has none); the primary metric
+    too, with no tolerance, when its weights are real (a score of random networks says nothing about bicubic).
+    Returns ``(reasons, numbers)``; the numbers are recorded on the version with the decision.
+    """
+    checks: dict[str, float] = {m: float(policy.guards.get(m, 0.0)) for m in ("psnr_y", "ssim_y")}
+    if primary_real:
+        checks[policy.primary_metric] = 0.0
+    reasons: list[str] = []
+    numbers: dict[str, Any] = {}
+    if not baseline:
+        return ["no bicubic baseline in the challenger's evaluation (per_image.csv has no 'bicubic' rows): "
+                "evaluate and register it again"], numbers
+    for m, tol in checks.items():
+        try:
+            ca, cb = _column(chall, m, "challenger"), _column(baseline, m, "bicubic")
+        except UserError as exc:
+            reasons.append(f"cannot compare with bicubic: {exc}")
+            continue
+        common = sorted(set(ca) & set(cb))
+        if not common:
+            reasons.append(f"cannot compare with bicubic on {m}: no test image in common")
+            continue
+        mc, mb = float(np.mean([ca[n] for n in common])), float(np.mean([cb[n] for n in common]))
+        worse = (1.0 if lower_is_better(m) else -1.0) * (mc - mb)
+        numbers[m] = {"challenger": mc, "bicubic": mb, "worsening": worse, "tolerance": tol, "n_images": len(common)}
+        if worse > tol:
+            reasons.append(f"worse than bicubic on {m}: {mc:.6g} vs bicubic {mb:.6g} on the same {len(common)} "
+                           f"images (tolerance {tol:g})")
+    return reasons, numbers
+
+
+def evaluation_of(client: Any, mv: Any) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    """The whole evaluation a version was registered from: per-image rows of every model (bicubic included) and
+    metrics.json, read from its evaluate run; ``([], {})`` when that run or its files are gone."""
+    import mlflow
+
+    run_id = mv.tags.get(TAG + "eval_run_id")
+    if not run_id:
+        return [], {}
+    with tempfile.TemporaryDirectory() as td:
+        try:
+            rows = read_per_image(Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="per_image.csv",
+                                                                          dst_path=td)))
+            metrics = read_json(Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="metrics.json",
+                                                                        dst_path=td)))
+        except (InputError, OSError, mlflow.exceptions.MlflowException):
+            return [], {}
+    return rows, metrics if isinstance(metrics, dict) else {}
+
+
+def _baseline_decision(params: Any, client: Any, mv: Any, chall_rows: list[dict[str, str]]) -> Decision | None:
+    """A refusal when the version is worse than bicubic on its own evaluation (None: the baseline guard holds)."""
+    from facesr.evaluate import BASELINE
+
+    rows, metrics = evaluation_of(client, mv)
+    policy = params.registry.promotion
+    model = mv.tags.get(TAG + "model_name", "")
+    weights = (metrics.get(model, {}).get(policy.primary_metric) or {}).get("weights")
+    reasons, numbers = baseline_guard(policy, chall_rows, [r for r in rows if r.get("model") == BASELINE],
+                                      primary_real=weights == "real")
+    if reasons:
+        return Decision(False, "baseline guard: " + "; ".join(reasons),
+                        {"baseline": numbers, "primary_weights": weights or "unknown"})
+    return None
+
+
 @contextlib.contextmanager
 def promotion_lock(client: Any, name: str, timeout: float = 120.0, poll: float = 0.5) -> Iterator[str]:
     """A registry-side mutex: creating a registered model is atomic (unique name) on every MLflow backend.
@@ -930,11 +1000,15 @@ def promote(params: Any, version: str | int | None = None, force: bool = False, 
             extra = {TAG + "promotion.previous_champion": str(champ.version) if champ else "none"}
             if champ is not None and str(champ.version) == ver:
                 return Decision(True, f"version {ver} is already the champion", {"already_champion": True})
+            chall_rows = [] if force else per_image_rows(client, mv)
+            refused = None if force else _baseline_decision(params, client, mv, chall_rows)
             if force:
                 d = Decision(True, f"forced: {reason}", {"forced": True})
                 extra[TAG + "promotion.forced"] = "true"
+            elif refused is not None:
+                d = refused
             elif champ is None:
-                d = Decision(True, "first champion (no champion yet)", {})
+                d = Decision(True, "first champion (no champion yet); not worse than bicubic", {})
             else:
                 if mv.tags.get(TAG + "data_hash") != champ.tags.get(TAG + "data_hash"):
                     d = Decision(False, f"not comparable: the test data differ (data hash "
@@ -944,7 +1018,7 @@ def promote(params: Any, version: str | int | None = None, force: bool = False, 
                                  {"comparable": False})
                 else:
                     try:
-                        d = decide(params.registry.promotion, per_image_rows(client, mv),
+                        d = decide(params.registry.promotion, chall_rows,
                                    per_image_rows(client, champ), n_boot=params.evaluate.bootstrap, seed=params.seed)
                     except UserError as exc:
                         d = Decision(False, f"not comparable: {exc}", {"comparable": False})

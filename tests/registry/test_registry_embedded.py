@@ -104,7 +104,7 @@ def test_register_promote_lineage_upscale_flow(workspace, repo_root, capsys):
         assert im.size == (120, 80)
 
     # a worse challenger is refused with the reason; champion stays
-    ev2 = make_eval(root / "eval2", {"l1_vgg": scores(0.45, seed=3), "l1_vgg_pieapp": scores(0.40, seed=4)})
+    ev2 = make_eval(root / "eval2", {"bicubic": scores(0.5), "l1_vgg": scores(0.45, seed=3), "l1_vgg_pieapp": scores(0.40, seed=4)})
     assert _register(repo_root, ws, ev2) == 0
     capsys.readouterr()
     assert cli(repo_root, "promote") == 0
@@ -116,7 +116,7 @@ def test_register_promote_lineage_upscale_flow(workspace, repo_root, capsys):
     assert client.get_model_version("facesr", v2.version).tags["facesr.promotion.decision"] == "refused"
 
     # a clearly better one passes the policy (improvement, significance, guards)
-    ev3 = make_eval(root / "eval3", {"l1_vgg": scores(0.15, seed=5), "l1_vgg_pieapp": scores(0.10, seed=6)})
+    ev3 = make_eval(root / "eval3", {"bicubic": scores(0.5), "l1_vgg": scores(0.15, seed=5), "l1_vgg_pieapp": scores(0.10, seed=6)})
     assert _register(repo_root, ws, ev3) == 0
     assert cli(repo_root, "promote") == 0
     v3 = client.get_model_version_by_alias("facesr", "challenger")
@@ -152,7 +152,7 @@ def test_promote_without_challenger_and_untrained_guard(workspace, repo_root, ca
     ws = workspace
     assert cli(repo_root, "promote") == 2
     assert "no version with alias 'challenger'" in capsys.readouterr().err
-    ev = make_eval(ws["root"] / "eval", {"l1_vgg": scores(0.3), "l1_vgg_pieapp": scores(0.2)})
+    ev = make_eval(ws["root"] / "eval", {"bicubic": scores(0.5), "l1_vgg": scores(0.3), "l1_vgg_pieapp": scores(0.2)})
     assert cli(repo_root, "register", "--eval", str(ev), "--model", f"l1_vgg={ws['l1_vgg']}") == 0
     capsys.readouterr()
     # a profile that forbids untrained weights never promotes it, even forced
@@ -170,12 +170,12 @@ def test_promote_without_challenger_and_untrained_guard(workspace, repo_root, ca
 
 def test_different_test_data_is_refused(workspace, repo_root, capsys, monkeypatch):
     ws = workspace
-    ev = make_eval(ws["root"] / "eval", {"l1_vgg": scores(0.3), "l1_vgg_pieapp": scores(0.2)})
+    ev = make_eval(ws["root"] / "eval", {"bicubic": scores(0.5), "l1_vgg": scores(0.3), "l1_vgg_pieapp": scores(0.2)})
     assert cli(repo_root, "register", "--eval", str(ev), "--model", f"l1_vgg={ws['l1_vgg']}",
                "--data", str(ws["data"])) == 0
     assert cli(repo_root, "promote", "--exit-code") == 0  # promoted (no champion yet)
     (ws["data"] / "test" / "hr" / "new.png").write_bytes(b"x")  # the prepared data changed
-    ev2 = make_eval(ws["root"] / "eval2", {"l1_vgg": scores(0.1), "l1_vgg_pieapp": scores(0.1)})
+    ev2 = make_eval(ws["root"] / "eval2", {"bicubic": scores(0.5), "l1_vgg": scores(0.1), "l1_vgg_pieapp": scores(0.1)})
     assert cli(repo_root, "register", "--eval", str(ev2), "--model", f"l1_vgg={ws['l1_vgg']}",
                "--data", str(ws["data"])) == 0
     capsys.readouterr()
@@ -229,3 +229,31 @@ def test_promotion_lock_serialises(workspace):
         with pytest.raises(registry.FacesrError, match="holds the lock"):
             with registry.promotion_lock(c, "facesr", timeout=0.3, poll=0.1):
                 pass
+
+
+def test_baseline_guard_refuses_a_model_worse_than_bicubic(workspace, repo_root, capsys):
+    """Even the first champion: a challenger below bicubic (PSNR-Y beyond its guard) is refused, with the numbers;
+    then one that is not worse is promoted."""
+    from mlflow import MlflowClient
+
+    ws = workspace
+    c = MlflowClient(db(ws["root"]), db(ws["root"]))
+    ev = make_eval(ws["root"] / "eval", {"bicubic": scores(0.5, psnr=26.0), "l1_vgg": scores(0.3, psnr=24.0)})
+    assert cli(repo_root, "register", "--eval", str(ev), "--model", f"l1_vgg={ws['l1_vgg']}") == 0
+    capsys.readouterr()
+    assert cli(repo_root, "promote", "--exit-code") == 3
+    out = capsys.readouterr().out
+    assert "baseline guard" in out and "worse than bicubic on psnr_y" in out
+    v = c.get_model_version_by_alias("facesr", "challenger")
+    assert not c.get_registered_model("facesr").aliases.get("champion")
+    tags = c.get_model_version("facesr", v.version).tags
+    assert tags["facesr.promotion.decision"] == "refused"
+    nums = json.loads(tags["facesr.promotion.numbers"])["baseline"]["psnr_y"]
+    assert nums["bicubic"] == pytest.approx(np.mean(scores(0.5, psnr=26.0)["psnr_y"]))
+    assert nums["worsening"] == pytest.approx(nums["bicubic"] - nums["challenger"]) and nums["worsening"] > 1.5
+    # within the guard's tolerance of bicubic (0.3 dB < 0.5): promoted as the first champion
+    ev2 = make_eval(ws["root"] / "eval2", {"bicubic": scores(0.5, psnr=26.0), "l1_vgg": scores(0.3, psnr=25.7)})
+    assert cli(repo_root, "register", "--eval", str(ev2), "--model", f"l1_vgg={ws['l1_vgg_pieapp']}") == 0
+    capsys.readouterr()
+    assert cli(repo_root, "promote", "--exit-code") == 0
+    assert "first champion" in capsys.readouterr().out

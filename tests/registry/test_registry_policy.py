@@ -7,7 +7,7 @@ import pytest
 
 from facesr.config import PromotionParams
 from facesr.errors import UserError
-from facesr.registry import decide, lower_is_better, paired_bootstrap, pick_best, Candidate
+from facesr.registry import Candidate, baseline_guard, decide, lower_is_better, paired_bootstrap, pick_best
 
 
 def rows(model, lpips, psnr, ssim=None):
@@ -83,3 +83,24 @@ def test_data_hash_sources(tmp_path, monkeypatch):
     assert data_hash(None, dvc_lock=tmp_path / "none.lock")[0] == "unknown"
     with pytest.raises(UserError, match="not a folder"):
         data_hash(tmp_path / "missing", dvc_lock=tmp_path / "none.lock")
+
+
+def test_baseline_guard_psnr_ssim_always_primary_only_with_real_weights():
+    policy = PromotionParams()  # primary lpips; guards psnr_y 0.5, ssim_y 0.02
+    bic = rows("bicubic", BASE, PSNR)
+    # better than bicubic everywhere: no reason
+    assert baseline_guard(policy, rows("a", BASE - 0.05, PSNR + 0.3), bic, primary_real=True) == (
+        [], baseline_guard(policy, rows("a", BASE - 0.05, PSNR + 0.3), bic, primary_real=True)[1])
+    # PSNR-Y below bicubic beyond the tolerance: refused whatever the weights
+    reasons, numbers = baseline_guard(policy, rows("a", BASE - 0.05, PSNR - 0.8), bic, primary_real=False)
+    assert len(reasons) == 1 and "psnr_y" in reasons[0] and numbers["psnr_y"]["worsening"] == pytest.approx(0.8)
+    assert "lpips" not in numbers  # untrained primary: not compared with bicubic
+    # within the tolerance: fine
+    assert baseline_guard(policy, rows("a", BASE, PSNR - 0.4), bic, primary_real=False)[0] == []
+    # SSIM-Y too
+    assert "ssim_y" in baseline_guard(policy, rows("a", BASE, PSNR, [0.7] * 20), bic, primary_real=False)[0][0]
+    # a real primary metric worse than bicubic at all: refused; the same with untrained weights: not
+    assert "lpips" in baseline_guard(policy, rows("a", BASE + 0.001, PSNR), bic, primary_real=True)[0][0]
+    assert baseline_guard(policy, rows("a", BASE + 0.001, PSNR), bic, primary_real=False)[0] == []
+    # no bicubic rows: refused, saying so
+    assert "no bicubic baseline" in baseline_guard(policy, rows("a", BASE, PSNR), [], primary_real=False)[0][0]
