@@ -2,8 +2,8 @@
 
 It parses the same global options and verbs, writes small step folders shaped like the real ones
 (docs/architecture.md), and appends one JSON line per call to $FAKE_FACESR_LOG, so a test can check what each pipeline
-task ran without training anything. $FAKE_FACESR_FAIL_TRAIN_ONCE=1 makes the first `train` of each variant write a
-checkpoint and exit 1 (a preempted pod); the retry must then pass --resume.
+task ran without training anything. $FAKE_FACESR_FAIL_TRAIN_ONCE=1 makes the first `train` of each variant (and the
+first `pretrain`) write a checkpoint and exit 1 (a preempted pod); the retry must then pass --resume.
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ def main(argv: list[str]) -> int:
     g.add_argument("rest", nargs=argparse.REMAINDER)
     ns = g.parse_args(argv)
     v = argparse.ArgumentParser()
-    for opt in ("--source", "--out", "--raw", "--data", "--variant", "--eval", "--version"):
+    for opt in ("--source", "--out", "--raw", "--data", "--variant", "--eval", "--version", "--init-from"):
         v.add_argument(opt)
     v.add_argument("--model", action="append", default=[])
     v.add_argument("--resume", action="store_true")
+    v.add_argument("--restart-if-changed", action="store_true")
     a = v.parse_args(ns.rest)
     params_text = Path(ns.params).read_text() if ns.params else None
     record = {"verb": ns.verb, "profile": ns.profile, "set": ns.set, "params_text": params_text, "args": vars(a),
@@ -44,8 +45,12 @@ def main(argv: list[str]) -> int:
         (out / "test" / "hr").mkdir(parents=True)
         (out / "manifest.json").write_text(json.dumps({"format": "facesr.prepared/1", "accepted": 1,
                                                         "split": {"train": 1, "test": 0}}))
-    elif ns.verb == "train":
-        assert (Path(a.data) / "manifest.json").is_file(), "train got no prepared folder"
+    elif ns.verb in ("train", "pretrain"):
+        assert (Path(a.data) / "manifest.json").is_file(), f"{ns.verb} got no prepared folder"
+        if a.init_from:
+            assert (Path(a.init_from) / "model.json").is_file(), f"--init-from {a.init_from}: no model folder"
+        if ns.verb == "pretrain":
+            a.variant = "psnr"
         ck = out / "checkpoints" / "last.pt"
         if os.environ.get("FAKE_FACESR_FAIL_TRAIN_ONCE") and not ck.exists():
             ck.parent.mkdir(parents=True)

@@ -40,7 +40,8 @@ def test_local_run_wires_every_task_with_standin_cli(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     calls = [json.loads(x) for x in log.read_text().splitlines()]
     verbs = [c["verb"] for c in calls]
-    assert verbs[:2] == ["ingest", "prepare"] and verbs[-3:] == ["evaluate", "register", "promote"]
+    assert verbs[:3] == ["ingest", "prepare", "pretrain"] and verbs[-3:] == ["evaluate", "register", "promote"]
+    assert verbs.count("pretrain") == 1, "the shared PSNR model is trained once per run"
     assert sorted(c["args"]["variant"] for c in calls if c["verb"] == "train") == ["l1_vgg", "l1_vgg_pieapp"]
     by = {c["verb"]: c for c in calls}
     # params plumbing: the same params file, profile and --set reach every step
@@ -51,12 +52,20 @@ def test_local_run_wires_every_task_with_standin_cli(tmp_path):
     assert by["prepare"]["args"]["raw"] == by["ingest"]["args"]["out"]
     trains = [c for c in calls if c["verb"] == "train"]
     assert all(t["args"]["data"] == by["prepare"]["args"]["out"] for t in trains)
-    # training ran in the checkpoint folder (ROOT/checkpoints/RUN_ID/VARIANT), then was copied into the artifacts
+    assert by["pretrain"]["args"]["data"] == by["prepare"]["args"]["out"]
+    # training ran in the checkpoint folder (ROOT/checkpoints/RUN_ID/VARIANT), then was copied into the artifacts;
+    # pretrain in ROOT/checkpoints/pretrain-<inputs key>/psnr (no run id: the task is cached)
     assert all(Path(t["args"]["out"]).parent.parent == root / "checkpoints" for t in trains)
-    names = sorted(m.split("=")[0] for m in by["evaluate"]["args"]["model"])
-    assert names == ["l1_vgg", "l1_vgg_pieapp"]
-    for m in by["evaluate"]["args"]["model"]:
-        assert json.loads((Path(m.split("=", 1)[1]) / "model" / "model.json").read_text())["variant"] in names
+    pre_work = Path(by["pretrain"]["args"]["out"])
+    assert pre_work.name == "psnr" and pre_work.parent.name.startswith("pretrain-")
+    # both variants start from the PSNR model artifact (its model folder), the copy of the pretrain workdir
+    evaluated = dict(m.split("=", 1) for m in by["evaluate"]["args"]["model"])
+    assert list(evaluated)[0] == "psnr" and sorted(list(evaluated)[1:]) == ["l1_vgg", "l1_vgg_pieapp"]
+    assert all(t["args"]["init_from"] == str(Path(evaluated["psnr"]) / "model") for t in trains)
+    assert json.loads((Path(evaluated["psnr"]) / "model" / "model.json").read_text())["variant"] == "psnr"
+    for name, folder in evaluated.items():
+        assert json.loads((Path(folder) / "model" / "model.json").read_text())["variant"] == name
+    assert dict(m.split("=", 1) for m in by["register"]["args"]["model"]) == evaluated
     assert by["register"]["args"]["eval"] == by["evaluate"]["args"]["out"]
     assert by["register"]["args"]["data"] == by["prepare"]["args"]["out"]
     assert "registry.model_name=facesr-test" in by["register"]["set"]
@@ -66,7 +75,8 @@ def test_local_run_wires_every_task_with_standin_cli(tmp_path):
     ev = Path(by["evaluate"]["args"]["out"])
     task_dir = ev.parent
     assert (task_dir / "table").read_text() == (ev / "table.md").read_text()
-    assert "<img" in (task_dir / "grids").read_text()
+    page = (task_dir / "grids").read_text()
+    assert "<img" in page and "<h1>facesr: LR | bicubic | l1_vgg | l1_vgg_pieapp | psnr | HR</h1>" in page
     raw_meta = json.loads((root.glob("*/ingest/executor_output.json").__next__()).read_text())
     assert raw_meta["artifacts"]["raw"]["artifacts"][0]["metadata"]["data_version"] == "v7"
     assert f"evaluation          {ev}" in r.stdout
@@ -93,7 +103,8 @@ def test_unknown_variant_is_a_usage_error(capsys, tmp_path):
 def _verbs_missing() -> list[str]:
     from facesr.cli.main import cli
 
-    return [v for v in ("ingest", "prepare", "train", "evaluate", "register", "promote") if v not in cli.commands]
+    return [v for v in ("ingest", "prepare", "pretrain", "train", "evaluate", "register", "promote")
+            if v not in cli.commands]
 
 
 @pytest.mark.slow
@@ -116,9 +127,10 @@ def test_local_run_ci_profile_real_steps_evaluates_and_registers(tmp_path):
     variants = sorted(json.loads((p / "model" / "model.json").read_text())["variant"]
                       for p in run.glob("for-loop-1-iteration-*/train/model"))
     assert variants == ["l1_vgg", "l1_vgg_pieapp"]
+    assert (run / "pretrain" / "model" / "model" / "generator.safetensors").is_file()
     ev = run / "evaluate" / "evaluation"
     metrics = json.loads((ev / "metrics.json").read_text())
-    assert {"bicubic", "l1_vgg", "l1_vgg_pieapp"} <= set(metrics)
+    assert {"bicubic", "psnr", "l1_vgg", "l1_vgg_pieapp"} <= set(metrics)
     assert (ev / "table.md").is_file() and (ev / "per_image.csv").is_file() and list((ev / "grids").glob("*.png"))
     executor = json.loads((run / "evaluate" / "executor_output.json").read_text())
     logged = executor["artifacts"]["metrics"]["artifacts"][0]["metadata"]

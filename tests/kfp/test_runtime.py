@@ -166,3 +166,98 @@ def test_unwritable_checkpoint_volume_is_a_clear_error(fake_cli, tmp_path, monke
         runtime.train_step(str(data), "l1_vgg", str(tmp_path / "m"), checkpoint_root=str(tmp_path / "nfs"),
                            run_id="r")
     assert fake_cli() == [], "nothing was trained"
+
+
+def test_launcher_is_torchrun_for_more_than_one_process_only():
+    assert runtime.launcher(1) == [] and runtime.command(["train"], 1) == runtime.cli_command() + ["train"]
+    assert runtime.launcher(4) == [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                   "--nproc_per_node=4", "--no-python"]
+    assert runtime.command(["pretrain", "--data", "D"], 2) == runtime.launcher(2) + runtime.cli_command() + [
+        "pretrain", "--data", "D"]
+    with pytest.raises(InputError, match="pipeline.gpu.count"):
+        runtime.launcher(0)
+
+
+def _artifact(tmp_path: Path, name: str, variant: str) -> Path:
+    a = tmp_path / name
+    (a / "model").mkdir(parents=True)
+    (a / "model" / "model.json").write_text(json.dumps({"variant": variant}))
+    return a
+
+
+def test_train_starts_from_the_psnr_artifacts_model_folder(fake_cli, tmp_path):
+    psnr = _artifact(tmp_path, "psnr-art", "psnr")
+    runtime.train_step(str(_prepared(tmp_path)), "l1_vgg", str(tmp_path / "m"), init_from=str(psnr))
+    (call,) = fake_cli()
+    assert call["args"]["init_from"] == str(psnr / "model") and call["args"]["variant"] == "l1_vgg"
+    assert runtime.init_model_dir(psnr / "model") == str(psnr / "model")  # a model folder as given
+
+
+def test_retried_pretrain_resumes_in_a_folder_keyed_by_its_inputs(fake_cli, tmp_path, monkeypatch):
+    """No run id (the task is cached): the checkpoint folder is keyed by the data manifest and the params, so a retry
+    finds it (--resume --restart-if-changed) and other inputs get another folder."""
+    monkeypatch.setenv("FAKE_FACESR_FAIL_TRAIN_ONCE", "1")
+    data, root = _prepared(tmp_path), tmp_path / "pvc"
+    cli = {"profile": "ci", "overrides": ["seed=1"], "params_text": "seed: 1\n"}
+    with pytest.raises(runtime.StepFailed):
+        runtime.pretrain_step(str(data), str(tmp_path / "a1"), checkpoint_root=str(root), **cli)
+    info = runtime.pretrain_step(str(data), str(tmp_path / "a1"), checkpoint_root=str(root), **cli)
+    work = Path(info["workdir"])
+    assert info["resumed"] is True and work.name == "psnr"
+    assert work.parent == root / f"pretrain-{runtime.inputs_key(str(data), **cli)}"
+    first, second = fake_cli()
+    assert first["verb"] == second["verb"] == "pretrain" and first["args"]["out"] == second["args"]["out"] == str(work)
+    assert (first["args"]["resume"], second["args"]["resume"], second["args"]["restart_if_changed"]) == (
+        False, True, True)
+    assert json.loads((tmp_path / "a1" / "model" / "model.json").read_text())["variant"] == "psnr"
+    # other params -> another folder; the same inputs again -> the finished run is copied, nothing trains
+    other = runtime.inputs_key(str(data), **{**cli, "params_text": "seed: 2\n"})
+    assert other != runtime.inputs_key(str(data), **cli)
+    (data / "manifest.json").write_text('{"changed": true}')
+    assert runtime.inputs_key(str(data), **cli) != work.parent.name.removeprefix("pretrain-")
+    (data / "manifest.json").write_text("{}")
+    runtime.pretrain_step(str(data), str(tmp_path / "a2"), checkpoint_root=str(root), **cli)
+    assert len(fake_cli()) == 2 and (tmp_path / "a2" / "model" / "model.json").is_file()
+
+
+def test_grid_page_header_follows_the_models_passed(tmp_path):
+    ev = tmp_path / "eval"
+    (ev / "grids").mkdir(parents=True)
+    (ev / "grids" / "g0.png").write_bytes(b"\x89PNG")
+    arts = [_artifact(tmp_path, "p", "psnr"), _artifact(tmp_path, "b", "l1_vgg_pieapp"), _artifact(tmp_path, "a", "l1_vgg")]
+    names = runtime.model_names([SimpleNamespace(path=str(a), metadata={}) for a in arts])
+    assert names == ["psnr", "l1_vgg_pieapp", "l1_vgg"]
+    runtime.write_grids_html(ev, tmp_path / "g.html", names)
+    assert "<h1>facesr: LR | bicubic | l1_vgg | l1_vgg_pieapp | psnr | HR</h1>" in (tmp_path / "g.html").read_text()
+    runtime.write_grids_html(ev, tmp_path / "g1.html", ["l1_vgg"])
+    assert "<h1>facesr: LR | bicubic | l1_vgg | HR</h1>" in (tmp_path / "g1.html").read_text()
+    # no names given: the models evaluate scored (metrics.json)
+    (ev / "metrics.json").write_text(json.dumps({"bicubic": {}, "psnr": {}, "l1_vgg_pieapp": {}}))
+    runtime.write_grids_html(ev, tmp_path / "g2.html")
+    assert "<h1>facesr: LR | bicubic | l1_vgg_pieapp | psnr | HR</h1>" in (tmp_path / "g2.html").read_text()
+
+
+@pytest.mark.slow
+def test_pretrain_component_runs_two_gloo_processes_for_real(prepared_ci, tmp_path, monkeypatch):
+    """The pretrain component's own command path with nproc_per_node=2: torchrun, two CPU (gloo) ranks of the real
+    `facesr pretrain`, ci profile, a few steps; rank 0 writes the model, which lands in the artifact."""
+    from facesr.kfp import components
+
+    monkeypatch.delenv(runtime.CLI_ENV, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    params = Path(__file__).resolve().parents[2] / "params.yaml"
+    model = SimpleNamespace(path=str(tmp_path / "artifact"), metadata={})
+    components.pretrain(data=SimpleNamespace(path=str(prepared_ci), metadata={}), profile="ci",
+                        overrides=["pretrain.steps=2", "pretrain.batch_size=2", "pretrain.hr_size=64",
+                                   "data.num_workers=0", "train.checkpoint_every=1"],
+                        params_text=params.read_text(), checkpoint_root=str(tmp_path / "pvc"), nproc_per_node=2,
+                        model=model)
+    art = Path(model.path)
+    summary = json.loads((art / "train_summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["variant"] == "psnr" and summary["finished"]
+    assert (art / "model" / "generator.safetensors").is_file()
+    assert json.loads((art / "model" / "model.json").read_text())["variant"] == "psnr"
+    assert model.metadata == {"variant": "psnr", "resumed": False}
+    rows = [json.loads(x) for x in (art / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]

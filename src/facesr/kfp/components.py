@@ -6,8 +6,8 @@ at run time); under ``kfp.local.SubprocessRunner(use_venv=False)`` the same func
 components would be the other choice, but the subprocess runner refuses them.) The function bodies are serialised into
 the pipeline spec, so they import what they use inside and call ``facesr.kfp.runtime``, which runs the CLI.
 
-Artifacts are exactly the step folders: ``Dataset`` = the raw and the prepared folders, ``Model`` = a train folder
-(``model/``, ``checkpoints/``, ``metrics.jsonl``, ``train_summary.json``), ``Artifact`` = the evaluation folder, plus
+Artifacts are exactly the step folders: ``Dataset`` = the raw and the prepared folders, ``Model`` = a pretrain or train
+folder (``model/``, ``checkpoints/``, ``metrics.jsonl``, ``train_summary.json``), ``Artifact`` = the evaluation folder, plus
 ``Metrics`` / ``Markdown`` / ``HTML`` views of it for the KFP UI.
 
 Every component takes the same params plumbing: ``profile`` and ``overrides`` (``--set KEY=VALUE``) go to the CLI;
@@ -56,26 +56,50 @@ def prepare(
                               "format": manifest.get("format")})
 
 
+def pretrain(
+    data: Input[Dataset],
+    profile: str,
+    overrides: List[str],
+    params_text: str,
+    checkpoint_root: str,
+    nproc_per_node: int,
+    model: Output[Model],
+):
+    """facesr pretrain --data PREPARED --out MODEL [--resume]: the shared PSNR model, once per run (cached); under
+    torchrun when nproc_per_node > 1."""
+    from facesr.kfp import runtime
+
+    info = runtime.pretrain_step(data.path, model.path, checkpoint_root=checkpoint_root,
+                                 nproc_per_node=nproc_per_node, profile=profile, overrides=overrides,
+                                 params_text=params_text)
+    model.metadata.update({"variant": runtime.PSNR_NAME, "resumed": info["resumed"]})
+
+
 def train(
     data: Input[Dataset],
+    psnr_model: Input[Model],
     variant: str,
     profile: str,
     overrides: List[str],
     params_text: str,
     checkpoint_root: str,
     run_id: str,
+    nproc_per_node: int,
     model: Output[Model],
 ):
-    """facesr train --data PREPARED --variant VARIANT --out MODEL [--resume] (resumes on a retried pod)."""
+    """facesr train --data PREPARED --variant VARIANT --init-from PSNR/model --out MODEL [--resume] (resumes on a
+    retried pod; under torchrun when nproc_per_node > 1)."""
     from facesr.kfp import runtime
 
-    info = runtime.train_step(data.path, variant, model.path, checkpoint_root=checkpoint_root, run_id=run_id,
+    info = runtime.train_step(data.path, variant, model.path, init_from=psnr_model.path,
+                              checkpoint_root=checkpoint_root, run_id=run_id, nproc_per_node=nproc_per_node,
                               profile=profile, overrides=overrides, params_text=params_text)
     model.metadata.update({"variant": variant, "resumed": info["resumed"]})
 
 
 def evaluate(
     data: Input[Dataset],
+    psnr_model: Input[Model],
     models: Input[List[Model]],
     profile: str,
     overrides: List[str],
@@ -85,19 +109,22 @@ def evaluate(
     table: Output[Markdown],
     grids: Output[HTML],
 ):
-    """facesr evaluate --data PREPARED --model NAME=DIR ... --out EVAL; metrics, table and grids for the KFP UI."""
+    """facesr evaluate --data PREPARED --model psnr=DIR --model NAME=DIR ... --out EVAL; metrics, table and grids
+    for the KFP UI."""
     from facesr.kfp import runtime
 
-    runtime.run_cli(["evaluate", "--data", data.path, *runtime.model_args(models), "--out", evaluation.path],
+    every = [psnr_model, *models]
+    runtime.run_cli(["evaluate", "--data", data.path, *runtime.model_args(every), "--out", evaluation.path],
                     profile=profile, overrides=overrides, params_text=params_text)
     runtime.log_eval_metrics(evaluation.path, metrics)
     runtime.write_table(evaluation.path, table.path)
-    runtime.write_grids_html(evaluation.path, grids.path)
+    runtime.write_grids_html(evaluation.path, grids.path, runtime.model_names(every))
 
 
 def register(
     data: Input[Dataset],
     evaluation: Input[Artifact],
+    psnr_model: Input[Model],
     models: Input[List[Model]],
     profile: str,
     overrides: List[str],
@@ -107,11 +134,13 @@ def register(
     run_id: str,
     report: Output[Markdown],
 ) -> str:
-    """facesr register --eval EVAL --model NAME=DIR ... --data PREPARED; returns the version behind 'challenger'."""
+    """facesr register --eval EVAL --model psnr=DIR --model NAME=DIR ... --data PREPARED; returns the version behind
+    'challenger'."""
     from facesr.kfp import runtime
 
     return runtime.registry_step(
-        ["register", "--eval", evaluation.path, *runtime.model_args(models), "--data", data.path], alias="challenger",
+        ["register", "--eval", evaluation.path, *runtime.model_args([psnr_model, *models]), "--data", data.path],
+        alias="challenger",
         profile=profile, overrides=overrides, params_text=params_text, mlflow_uri=mlflow_uri, model_name=model_name,
         run_id=run_id, report_path=report.path)
 
@@ -138,6 +167,7 @@ def promote(
 STEP_FUNCTIONS: dict[str, Callable[..., object]] = {
     "ingest": ingest,
     "prepare": prepare,
+    "pretrain": pretrain,
     "train": train,
     "evaluate": evaluate,
     "register": register,

@@ -1,5 +1,7 @@
-"""The ``facesr-training`` pipeline: ingest -> prepare -> train (each variant, in parallel) -> evaluate -> register ->
-promote, with GPU placement, retries that resume from checkpoints, and caching for the data steps.
+"""The ``facesr-training`` pipeline: ingest -> prepare -> pretrain (the shared PSNR model, once) -> train (each variant,
+in parallel, from the PSNR model) -> evaluate (bicubic, psnr, the variants) -> register -> promote, with GPU placement
+(every GPU a task asks for: torchrun when ``pipeline.gpu.count`` > 1), retries that resume from checkpoints, and
+caching for the data steps and the pretrain step.
 
 Everything cluster-specific comes from ``params.pipeline`` (the image, the GPU pool's resource name, count, node
 selector and taint, CPU/memory, retries, the checkpoint PVC); the infra Terraform reads the same keys, so the pool the
@@ -31,6 +33,7 @@ CPU_TASK = {"cpu": "2", "memory": "8G"}
 RETRY_BACKOFF = "120s"
 
 TRAIN_TASK_NAME = "train"
+PRETRAIN_TASK_NAME = "pretrain"
 #: Secret (KFP run namespace) with the S3 keys ingest needs for s3:// sources (infra/k8s/secrets.example)
 DATA_S3_SECRET = "facesr-data-s3"
 DATA_S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")
@@ -68,12 +71,14 @@ def build_pipeline(params: Params) -> Callable[..., Any]:
     """The pipeline function (a ``@dsl.pipeline``), with defaults and placement taken from ``params``."""
     ops = make_components(params.pipeline.image)
     pvc = params.pipeline.checkpoint_pvc
+    nproc = params.pipeline.gpu.count  # processes per training pod: one per GPU it asks for (torchrun when > 1)
     default_variants = [v for v in VARIANTS if v in params.loss.variants] or list(VARIANTS)
 
     @dsl.pipeline(
         name=params.pipeline.name,
-        description="facesr x4 face super-resolution: ingest, prepare, train l1_vgg and l1_vgg_pieapp in parallel "
-                    "on the GPU pool, evaluate, register in MLflow (alias challenger), promote (alias champion).",
+        description="facesr x4 face super-resolution: ingest, prepare, pretrain the shared PSNR model, train "
+                    "l1_vgg and l1_vgg_pieapp from it in parallel on the GPU pool, evaluate, register in MLflow "
+                    "(alias challenger), promote (alias champion).",
     )
     def facesr_training(
         source: str = params.data.source,
@@ -99,22 +104,34 @@ def build_pipeline(params: Params) -> Callable[..., Any]:
         prepare.set_display_name("prepare").set_caching_options(True)
         _cpu_task(prepare)
 
+        # the shared PSNR model, once per run; cached (its inputs hold no run id: a rerun on the same data and params
+        # reuses it); the same GPU pool, retries and checkpoint volume as the variants
+        pretrain = ops["pretrain"](data=prepare.outputs["prepared"], checkpoint_root=checkpoint_root,
+                                   nproc_per_node=nproc, **common)
+        pretrain.set_display_name(PRETRAIN_TASK_NAME).set_caching_options(True)
+        _place_on_gpu_pool(pretrain, params)
+        if pvc:
+            k8s.mount_pvc(pretrain, pvc_name=pvc, mount_path=CHECKPOINT_MOUNT)
+        psnr_model = pretrain.outputs["model"]
+
         with dsl.ParallelFor(variants, name="variants") as variant:
-            train = ops["train"](data=prepare.outputs["prepared"], variant=variant, checkpoint_root=checkpoint_root,
-                                 run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, **common)
+            train = ops["train"](data=prepare.outputs["prepared"], psnr_model=psnr_model, variant=variant,
+                                 checkpoint_root=checkpoint_root, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                                 nproc_per_node=nproc, **common)
             train.set_display_name(TRAIN_TASK_NAME).set_caching_options(False)
             _place_on_gpu_pool(train, params)
             if pvc:
                 k8s.mount_pvc(train, pvc_name=pvc, mount_path=CHECKPOINT_MOUNT)
 
         # one Collected per consumer (sharing one Collected object between two tasks breaks the compiler)
-        evaluate = ops["evaluate"](data=prepare.outputs["prepared"], models=dsl.Collected(train.outputs["model"]),
-                                   **common)
+        evaluate = ops["evaluate"](data=prepare.outputs["prepared"], psnr_model=psnr_model,
+                                   models=dsl.Collected(train.outputs["model"]), **common)
         evaluate.set_display_name("evaluate").set_caching_options(False)
         _cpu_task(evaluate)
 
         register = ops["register"](data=prepare.outputs["prepared"], evaluation=evaluate.outputs["evaluation"],
-                                   models=dsl.Collected(train.outputs["model"]), mlflow_uri=mlflow_uri,
+                                   psnr_model=psnr_model, models=dsl.Collected(train.outputs["model"]),
+                                   mlflow_uri=mlflow_uri,
                                    model_name=model_name, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, **common)
         register.set_display_name("register").set_caching_options(False)
         _cpu_task(register)

@@ -2,13 +2,14 @@
 
 The component functions in ``facesr.kfp.components`` are serialised into the pipeline spec and executed in the facesr
 image (or, for ``facesr pipeline run --local``, in this venv). They stay a few lines long and call these helpers, which
-only ever run CLI verbs (``facesr ingest|prepare|train|evaluate|register|promote``): the pipeline never re-implements a
+only ever run CLI verbs (``facesr ingest|prepare|pretrain|train|evaluate|register|promote``): the pipeline never re-implements a
 step.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import json
 import math
@@ -33,6 +34,8 @@ PIPELINE_NAME_ENV = "FACESR_PIPELINE_NAME"
 _CLI = [sys.executable, "-c", "from facesr.cli.main import entrypoint; entrypoint()"]
 #: a JSON list that replaces the command prefix above (tests use it to put a stand-in CLI behind the components)
 CLI_ENV = "FACESR_KFP_CLI"
+#: the name of the shared PSNR model (facesr pretrain; config.PSNR_MODEL): its checkpoint folder and model name
+PSNR_NAME = "psnr"
 
 
 def cli_command() -> list[str]:
@@ -46,6 +49,24 @@ def cli_command() -> list[str]:
     if not isinstance(cmd, list) or not cmd or not all(isinstance(c, str) for c in cmd):
         raise InputError(f"${CLI_ENV}: expected a JSON list of strings (a command prefix), got {raw!r}")
     return cmd
+
+
+def launcher(nproc_per_node: int = 1) -> list[str]:
+    """What goes before the CLI command: nothing for one process; for ``nproc_per_node`` > 1 (``pipeline.gpu.count``
+    GPUs in the pod) ``torchrun --standalone --nproc_per_node=N --no-python``, run as ``python -m
+    torch.distributed.run`` with the task's interpreter (the same program as the ``torchrun`` script, found without
+    PATH). Every rank runs the same ``facesr`` verb; ``facesr.train`` joins the process group and rank 0 writes."""
+    if nproc_per_node < 1:
+        raise InputError(f"nproc_per_node {nproc_per_node}: must be >= 1 (params pipeline.gpu.count)")
+    if nproc_per_node == 1:
+        return []
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}",
+            "--no-python"]
+
+
+def command(argv: Sequence[str], nproc_per_node: int = 1) -> list[str]:
+    """The whole command line of a task's ``facesr`` run (the one place it is built): launcher + CLI + arguments."""
+    return launcher(nproc_per_node) + cli_command() + list(argv)
 
 
 class StepFailed(FacesrError):
@@ -77,12 +98,14 @@ def run_cli(
     params_text: str = "",
     mlflow_uri: str = "",
     env: Mapping[str, str] | None = None,
+    nproc_per_node: int = 1,
 ) -> str:
     """Run ``facesr [globals] VERB ...`` in a subprocess; stream its output; return it; raise StepFailed on failure.
 
     ``params_text``: when not empty, the content of a params.yaml to use (written to a temporary file and passed as
     ``--params``); otherwise the CLI uses ``$FACESR_PARAMS`` (set in the image to its baked-in params.yaml) or
-    ``./params.yaml``. ``mlflow_uri``: when not empty, exported as ``MLFLOW_TRACKING_URI``.
+    ``./params.yaml``. ``mlflow_uri``: when not empty, exported as ``MLFLOW_TRACKING_URI``. ``nproc_per_node`` > 1:
+    under torchrun, one process per GPU (``launcher``).
     """
     child_env = dict(os.environ)
     child_env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -100,9 +123,11 @@ def run_cli(
             params_file = Path(tmp) / "params.yaml"
             params_file.write_text(params_text, encoding="utf-8")
         argv = global_args(profile, overrides, str(params_file) if params_file else None) + list(verb_args)
-        print(f"[facesr-kfp] facesr {' '.join(argv)}", flush=True)
-        proc = subprocess.Popen(cli_command() + argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env=child_env, bufsize=1)
+        cmd = command(argv, nproc_per_node)
+        prefix = " ".join(launcher(nproc_per_node)[1:]) + " " if nproc_per_node > 1 else ""
+        print(f"[facesr-kfp] {prefix}facesr {' '.join(argv)}", flush=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env,
+                                bufsize=1)
         lines: list[str] = []
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -146,24 +171,32 @@ def checkpoint_workdir(checkpoint_root: str, run_id: str, variant: str) -> Path 
     return Path(checkpoint_root) / safe_run / variant
 
 
-def train_step(
-    data: str,
-    variant: str,
-    out: str,
-    *,
-    checkpoint_root: str = "",
-    run_id: str = "",
-    **cli: Any,
-) -> dict[str, Any]:
-    """Train one variant into the ``out`` artifact folder; resume from the checkpoint volume when a retry finds one.
+def inputs_key(data: str, **cli: Any) -> str:
+    """A short hash of what a cached task's output depends on: the prepared folder's manifest and the params
+    plumbing (profile, overrides, params text). Stable across retries *and* across runs with the same inputs, so
+    the pretrain task can keep caching on (no run id among its inputs) and still resume on a retry."""
+    h = hashlib.sha256()
+    try:
+        h.update((Path(data) / "manifest.json").read_bytes())
+    except OSError:
+        h.update(str(data).encode())
+    h.update(json.dumps({k: cli.get(k) for k in ("profile", "overrides", "params_text")}, sort_keys=True,
+                        default=list).encode())
+    return h.hexdigest()[:16]
 
-    Without a checkpoint root the CLI trains straight into ``out``. With one, it trains into
-    ``ROOT/RUN_ID/VARIANT`` (``--resume`` when ``checkpoints/last.pt`` is there), then copies that folder into ``out``.
-    Returns ``{"resumed": bool, "workdir": str}``.
-    """
-    work = checkpoint_workdir(checkpoint_root, run_id, variant)
+
+def init_model_dir(path: str | os.PathLike[str]) -> str:
+    """The model folder inside a train/pretrain artifact (``ART/model``); a model folder as given."""
+    p = Path(path)
+    return str(p / "model") if (p / "model" / "model.json").is_file() else str(p)
+
+
+def _training_task(args: list[str], name: str, out: str, work: Path | None, checkpoint_root: str,
+                   nproc_per_node: int, restart_if_changed: bool, **cli: Any) -> dict[str, Any]:
+    """Run a training verb (``pretrain`` / ``train``) into the ``out`` artifact, through ``work`` on the checkpoint
+    volume when there is one (``--resume`` when a retry finds ``checkpoints/last.pt``), then copy it into ``out``."""
     if work is None:
-        run_cli(["train", "--data", data, "--variant", variant, "--out", out], **cli)
+        run_cli([*args, "--out", out], nproc_per_node=nproc_per_node, **cli)
         return {"resumed": False, "workdir": out}
     try:
         work.parent.mkdir(parents=True, exist_ok=True)
@@ -175,15 +208,61 @@ def train_step(
     done = (work / "train_summary.json").is_file() and (work / "model").is_dir()
     resumed = (work / "checkpoints" / "last.pt").is_file()
     if done:
-        print(f"[facesr-kfp] {work} holds a finished training run (an earlier attempt); copying it", flush=True)
+        print(f"[facesr-kfp] {work} holds a finished {name} run (an earlier attempt); copying it", flush=True)
     else:
-        args = ["train", "--data", data, "--variant", variant, "--out", str(work)]
+        argv = [*args, "--out", str(work)]
         if resumed:
             print(f"[facesr-kfp] resuming from {work / 'checkpoints' / 'last.pt'}", flush=True)
-            args.append("--resume")
-        run_cli(args, **cli)
+            argv.append("--resume")
+            if restart_if_changed:
+                argv.append("--restart-if-changed")
+        run_cli(argv, nproc_per_node=nproc_per_node, **cli)
     copy_folder(work, out)
     return {"resumed": resumed, "workdir": str(work)}
+
+
+def train_step(
+    data: str,
+    variant: str,
+    out: str,
+    *,
+    init_from: str = "",
+    checkpoint_root: str = "",
+    run_id: str = "",
+    nproc_per_node: int = 1,
+    **cli: Any,
+) -> dict[str, Any]:
+    """Train one variant into the ``out`` artifact folder; resume from the checkpoint volume when a retry finds one.
+
+    ``init_from``: the pretrain task's model artifact (``--init-from ART/model``: the GAN phase starts from that
+    generator). Without a checkpoint root the CLI trains straight into ``out``. With one, it trains into
+    ``ROOT/RUN_ID/VARIANT`` (``--resume`` when ``checkpoints/last.pt`` is there), then copies that folder into ``out``.
+    Returns ``{"resumed": bool, "workdir": str}``.
+    """
+    args = ["train", "--data", data, "--variant", variant]
+    if init_from:
+        args += ["--init-from", init_model_dir(init_from)]
+    return _training_task(args, variant, out, checkpoint_workdir(checkpoint_root, run_id, variant), checkpoint_root,
+                          nproc_per_node, False, **cli)
+
+
+def pretrain_step(
+    data: str,
+    out: str,
+    *,
+    checkpoint_root: str = "",
+    nproc_per_node: int = 1,
+    **cli: Any,
+) -> dict[str, Any]:
+    """``facesr pretrain`` (the shared PSNR model) into the ``out`` artifact; once per pipeline run, cached.
+
+    With a checkpoint root it trains into ``ROOT/pretrain-<inputs_key>/psnr``: a retried pod resumes there
+    (``--resume --restart-if-changed``), and no run id enters the task's inputs, so KFP's cache can answer a later
+    run with the same data and params. Returns ``{"resumed": bool, "workdir": str}``.
+    """
+    work = (Path(checkpoint_root) / f"pretrain-{inputs_key(data, **cli)}" / PSNR_NAME) if checkpoint_root else None
+    return _training_task(["pretrain", "--data", data], PSNR_NAME, out, work, checkpoint_root, nproc_per_node, True,
+                          **cli)
 
 
 def model_name(path: str | os.PathLike[str], metadata: Mapping[str, Any] | None = None, default: str = "") -> str:
@@ -200,6 +279,11 @@ def model_name(path: str | os.PathLike[str], metadata: Mapping[str, Any] | None 
     if default:
         return default
     raise InputError(f"{path}: cannot tell which variant this model folder holds (no model/model.json 'variant')")
+
+
+def model_names(models: Sequence[Any]) -> list[str]:
+    """The names ``model_args`` gives these artifacts, in order."""
+    return [a.split("=", 1)[0] for a in model_args(models)[1::2]]
 
 
 def model_args(models: Sequence[Any]) -> list[str]:
@@ -248,11 +332,29 @@ def write_table(eval_dir: str | os.PathLike[str], out_path: str | os.PathLike[st
     Path(out_path).write_text(text, encoding="utf-8")
 
 
-def write_grids_html(eval_dir: str | os.PathLike[str], out_path: str | os.PathLike[str]) -> int:
-    """A self-contained HTML page with every comparison grid (``EVAL/grids/*.png``, inlined); returns the count."""
+def grid_columns(models: Sequence[str]) -> list[str]:
+    """The columns of evaluate's comparison grids for these models: LR, bicubic, the GAN variants (in
+    ``facesr.config.VARIANTS`` order), the other models as given (e.g. psnr), HR: evaluate's own order."""
+    from facesr.config import VARIANTS
+
+    names = [m for m in dict.fromkeys(models) if m != "bicubic"]
+    ordered = [v for v in VARIANTS if v in names] + [m for m in names if m not in VARIANTS]
+    return ["LR", "bicubic", *ordered, "HR"]
+
+
+def write_grids_html(eval_dir: str | os.PathLike[str], out_path: str | os.PathLike[str],
+                     models: Sequence[str] | None = None) -> int:
+    """A self-contained HTML page with every comparison grid (``EVAL/grids/*.png``, inlined); returns the count.
+
+    The header names the grid's columns from ``models`` (the names passed to evaluate), else from the models in
+    ``EVAL/metrics.json``.
+    """
     grids = sorted((Path(eval_dir) / "grids").glob("*.png"))
+    if models is None:
+        models = list(read_json_or_empty(Path(eval_dir) / "metrics.json"))
+    header = " | ".join(grid_columns(models))
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>facesr comparison grids</title></head><body>",
-             "<h1>facesr: LR | bicubic | l1_vgg | l1_vgg_pieapp | HR</h1>"]
+             f"<h1>facesr: {html.escape(header)}</h1>"]
     for g in grids:
         b64 = base64.b64encode(g.read_bytes()).decode("ascii")
         parts.append(f"<h2>{html.escape(g.name)}</h2><img alt='{html.escape(g.name)}' "
