@@ -192,7 +192,8 @@ def image(engine):
     """scripts/build-image.sh (engine layer cache: a rebuild after a code change redoes only the facesr layers)."""
     env, eng = engine
     run_env = dict(env, FACESR_ENGINE=eng)
-    for k in ("FACESR_BASE", "FACESR_BASE_IMAGE", "FACESR_PIP_CERT", "FACESR_PIP_INDEX_URL", "FACESR_DEBIAN_MIRROR"):
+    for k in ("FACESR_BASE", "FACESR_BASE_IMAGE", "FACESR_PIP_CERT", "FACESR_PIP_INDEX_URL", "FACESR_DEBIAN_MIRROR",
+              "FACESR_PYTHON", "FACESR_CONTAINERS_CONF"):
         if k in os.environ:
             run_env[k] = os.environ[k]
     t0 = time.monotonic()
@@ -280,3 +281,55 @@ def test_ci_pipeline_runs_every_step_in_the_image_to_a_registered_model(engine, 
                         timeout=600)
     assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
     assert list((tmp_path / "up").glob("*.png"))
+
+
+def _containers(engine, image: str) -> list[str]:
+    env, eng = engine
+    r = subprocess.run([eng, "ps", "-a", "-q", "--filter", f"ancestor={image}"], env=env, capture_output=True,
+                       text=True, timeout=60, check=True)
+    return r.stdout.split()
+
+
+@needs_containers
+@pytest.mark.slow
+def test_a_failing_step_fails_the_run_with_its_message(engine, image, tmp_path):
+    """kfp.local's own Docker handler reads a container that is already gone as exit 0 (SUCCESS): not ours."""
+    env, _ = engine
+    empty = tmp_path / "faces"
+    empty.mkdir()
+    r = subprocess.run(FACESR + ["--params", str(PARAMS), "--profile", "ci", "pipeline", "run", "--local",
+                                 "--container", "--pipeline-root", str(tmp_path / "root"), "--source", f"dir:{empty}",
+                                 "--mlflow-uri", f"sqlite:///{tmp_path}/store/mlflow.db"],
+                       cwd=tmp_path, env=_env(tmp_path, DOCKER_HOST=env["DOCKER_HOST"]), capture_output=True,
+                       text=True, timeout=600)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out[-4000:]
+    assert "Inner task failed: 'ingest'" in out and "`facesr ingest --source dir:" in out
+    assert "finished with status \x1b[92mSUCCESS" not in out and "'ingest' not found" not in out
+    assert not list((tmp_path / "root").rglob("prepare")), "nothing ran after the failed step"
+    assert not _containers(engine, image)
+
+
+@needs_containers
+@pytest.mark.slow
+def test_sigint_removes_the_running_task_containers(engine, image, tmp_path):
+    env, _ = engine
+    proc = subprocess.Popen(FACESR + ["--params", str(PARAMS), "--profile", "ci", "pipeline", "run", "--local",
+                                      "--container", "--pipeline-root", str(tmp_path / "root"),
+                                      "--mlflow-uri", f"sqlite:///{tmp_path}/store/mlflow.db"],
+                            cwd=tmp_path, env=_env(tmp_path, DOCKER_HOST=env["DOCKER_HOST"]),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not _containers(engine, image):
+            assert proc.poll() is None and time.monotonic() < deadline, "no task container started"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, out[-3000:]
+    assert "stopped by SIGINT" in out and "container(s) removed" in out
+    assert not _containers(engine, image), "no task container outlives the run"

@@ -16,13 +16,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from facesr.config import Params
-from facesr.errors import ExternalServiceError, FacesrError, UserError
+from facesr.errors import ExternalServiceError, FacesrError, Interrupted, UserError
 from facesr.kfp.pipeline import build_pipeline, pipeline_arguments
 
 log = logging.getLogger(__name__)
@@ -82,7 +84,7 @@ def run_local(
         runner = local.SubprocessRunner(use_venv=False)
     local.init(runner=runner, pipeline_root=str(root), raise_on_error=True)
     try:
-        with warnings.catch_warnings(), (container_exit_status() if container else contextlib.nullcontext()):
+        with warnings.catch_warnings(), (container_exit_status(root) if container else contextlib.nullcontext()):
             # the runner warns that the image is not a python image and that it ignores GPU/CPU settings
             warnings.simplefilter("ignore")
             task = pipeline(**args)
@@ -193,6 +195,11 @@ def share_folder(path: Path, uid: int, gid: int) -> None:
                 "chown %d:%d %s", path, uid, uid, gid, path)
 
 
+#: the containers of the tasks running now (several at once inside a ParallelFor), for the cleanup on an interrupt
+_LIVE: dict[str, Any] = {}
+_LIVE_LOCK = threading.Lock()
+
+
 def run_container(client: Any, image: str, command: list[str], volumes: dict[str, Any], **run_args: Any) -> int:
     """One task's container, to its real exit status: create it, stream its log, wait, then remove it.
 
@@ -200,33 +207,68 @@ def run_container(client: Any, image: str, command: list[str], volumes: dict[str
     ``auto_remove=True`` and, when the container is gone before it asks for the exit status (always with Podman's
     API, sometimes with Docker's), assumes 0: a failed step then reads as SUCCESS and the run stops later on a
     missing output. It also pulls an image whose name the engine spells differently (Podman's ``localhost/``); the
-    image was checked before the run, so nothing is pulled here. The container is removed on every way out (a
-    Ctrl-C included)."""
+    image was checked before the run, so nothing is pulled here."""
     import docker
 
     run_args.pop("auto_remove", None)
     container = client.containers.run(image=image, command=command, volumes=volumes, detach=True, stdout=True,
                                       stderr=True, **run_args)
+    with _LIVE_LOCK:
+        _LIVE[container.id] = container
     try:
         for chunk in container.logs(stream=True, follow=True):
             print(chunk.decode("utf-8", "replace"), end="")
         return int(container.wait()["StatusCode"])
     finally:
+        with _LIVE_LOCK:
+            _LIVE.pop(container.id, None)
         with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
             container.remove(force=True)
 
 
+def _remove_live_containers() -> list[str]:
+    import docker
+
+    with _LIVE_LOCK:
+        live = list(_LIVE.values())
+    for c in live:
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            c.remove(force=True)
+    return [c.id for c in live]
+
+
 @contextlib.contextmanager
-def container_exit_status() -> Any:
-    """kfp.local's Docker task handler uses ``run_container`` while the pipeline runs (see its doc)."""
+def container_exit_status(root: Path) -> Any:
+    """While the pipeline runs: kfp.local's Docker task handler uses ``run_container`` (see its doc), and SIGINT or
+    SIGTERM removes the task containers still running (so that their task threads end: kfp.local joins them before
+    the process can exit) and exits 128+N with what was kept (``Interrupted``)."""
     from kfp.local import docker_task_handler
 
     saved = docker_task_handler.run_docker_container
     docker_task_handler.run_docker_container = run_container
+    got: list[int] = []
+    old: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+        def handler(signum: int, frame: Any) -> None:
+            got.append(signum)
+            raise KeyboardInterrupt
+
+        old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
+    except KeyboardInterrupt:
+        for sig in old:  # a second signal must not cut the clean-up short
+            signal.signal(sig, signal.SIG_IGN)
+        gone = _remove_live_containers()
+        signum = got[0] if got else signal.SIGINT
+        exc = Interrupted(f"pipeline run stopped by {signal.Signals(signum).name}; {len(gone)} running task "
+                          f"container(s) removed; the finished tasks' outputs are under {root}")
+        exc.exit_code = 128 + int(signum)
+        raise exc from None
     finally:
         docker_task_handler.run_docker_container = saved
+        for sig, h in old.items():
+            signal.signal(sig, h)
 
 
 def container_runner(params: Params, root: Path, mlflow_uri: str, source: str = "") -> tuple[Any, str]:
