@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from facesr.config import PSNR_MODEL
 from facesr.errors import FacesrError, InputError
 
 #: where the training task mounts the checkpoint PVC (see docs/kubeflow.md, "Retries and resume")
@@ -34,8 +35,8 @@ PIPELINE_NAME_ENV = "FACESR_PIPELINE_NAME"
 _CLI = [sys.executable, "-c", "from facesr.cli.main import entrypoint; entrypoint()"]
 #: a JSON list that replaces the command prefix above (tests use it to put a stand-in CLI behind the components)
 CLI_ENV = "FACESR_KFP_CLI"
-#: the name of the shared PSNR model (facesr pretrain; config.PSNR_MODEL): its checkpoint folder and model name
-PSNR_NAME = "psnr"
+#: the name of the shared PSNR model (facesr pretrain): its checkpoint folder and model name
+PSNR_NAME = PSNR_MODEL
 
 
 def cli_command() -> list[str]:
@@ -333,13 +334,10 @@ def write_table(eval_dir: str | os.PathLike[str], out_path: str | os.PathLike[st
 
 
 def grid_columns(models: Sequence[str]) -> list[str]:
-    """The columns of evaluate's comparison grids for these models: LR, bicubic, the GAN variants (in
-    ``facesr.config.VARIANTS`` order), the other models as given (e.g. psnr), HR: evaluate's own order."""
-    from facesr.config import VARIANTS
-
+    """The columns of evaluate's comparison grids for the models passed to it, in evaluate's own order: LR,
+    bicubic, psnr (when given), the other models in the order given, HR."""
     names = [m for m in dict.fromkeys(models) if m != "bicubic"]
-    ordered = [v for v in VARIANTS if v in names] + [m for m in names if m not in VARIANTS]
-    return ["LR", "bicubic", *ordered, "HR"]
+    return ["LR", "bicubic", *sorted(names, key=lambda m: m != PSNR_NAME), "HR"]
 
 
 def write_grids_html(eval_dir: str | os.PathLike[str], out_path: str | os.PathLike[str],
