@@ -76,6 +76,8 @@ def test_check_output_folder_allows_absent_empty_and_own(tmp_path: Path) -> None
     assert check_output_folder(tmp_path / "new" / "raw", markers=RAW) == tmp_path / "new" / "raw"
     (tmp_path / "empty").mkdir()
     check_output_folder(tmp_path / "empty", markers=RAW)
+    (tmp_path / "empty" / ".gitignore").write_text("/grids\n")  # DVC's, beside its outs: still empty
+    check_output_folder(tmp_path / "empty", markers=RAW)
     own = tmp_path / "own"
     own.mkdir()
     (own / "manifest.json").write_text('{"format": "facesr.raw/1"}')

@@ -338,6 +338,10 @@ def _is_within(child: Path, parent: Path) -> bool:
     return child == parent or parent in child.parents
 
 
+# a folder holding only these counts as empty: DVC writes a .gitignore into the folder of its outs
+_NEUTRAL_NAMES = frozenset({".gitignore"})
+
+
 def check_output_folder(
     out: str | os.PathLike[str],
     *,
@@ -351,7 +355,8 @@ def check_output_folder(
 ) -> Path:
     """Refuse (``UserError``, exit 2) an output folder that facesr must not write; returns its absolute path.
 
-    Allowed: a path that does not exist, an empty folder, or a folder that a facesr verb made, recognised by one of
+    Allowed: a path that does not exist, an empty folder (a ``.gitignore`` does not count: DVC writes one beside its
+    outs), or a folder that a facesr verb made, recognised by one of
     ``markers`` (relative path of a JSON file -> allowed values of its ``format`` key), or, where ``own_names`` is
     given, a folder holding nothing but those names (a verb's own files, e.g. a training run killed before it wrote a
     marker). Refused: a file; any other folder (it would be deleted or written over); a path that is an input, holds
@@ -384,7 +389,7 @@ def check_output_folder(
     if not real.is_dir():
         raise UserError(f"{flag} {given}: exists and is not a folder; {how}")
     try:
-        names = sorted(os.listdir(real))
+        names = sorted(n for n in os.listdir(real) if n not in _NEUTRAL_NAMES)
     except OSError as exc:
         raise UserError(f"{flag} {given}: cannot list the folder ({exc.strerror}); {how}") from None
     if not names:
