@@ -12,7 +12,8 @@ def test_bench_smoke(params_file, tmp_path, capsys):
     out = tmp_path / "bench.json"
     rc = cli_main(["--params", str(params_file), "--profile", "ci", "--set", "data.hr_size=32", "--set",
                    "train.batch_size=2", "bench", "--variant", "l1_vgg", "--steps", "1", "--warmup", "1",
-                   "--repeat", "3", "--infer-size", "8", "--json", str(out)])
+                   "--repeat", "3", "--infer-size", "8", "--upscale-size", "40", "--upscale-tile", "16",
+                   "--json", str(out)])
     printed = capsys.readouterr().out
     assert rc == 0, printed
     lines = [ln for ln in printed.splitlines() if ln.strip()]
@@ -23,8 +24,17 @@ def test_bench_smoke(params_file, tmp_path, capsys):
     assert rows[0][-1] == "1.00x" and rows[1][-1].endswith("x")
     targets = [ln for ln in lines if ln.startswith("target ")]
     assert len(targets) == 1 and targets[0].startswith("target l1_vgg: speedup ") and "on cpu" in targets[0]
+    assert "of the forward on the same tiles" in targets[0] and "vs target >= 75%" in targets[0]
     result = json.loads(out.read_text())
     assert result["repeat"] == 3
+    assert result["upscale"] == {"lr_width": 40, "lr_height": 30, "tile": 16, "overlap": 32, "batch_size": 4}
+    ref, opt = result["rows"]
+    # `facesr upscale` end to end on the optimised model only: 40x30 -> 160x120 = 0.0192 MP, 3x2 tiles
+    assert ref.get("upscale_mpix_per_s") is None and rows[0][TABLE_FIELDS.index("upscale_mpix_per_s")] == "-"
+    assert opt["upscale_output_mpix"] == 160 * 120 / 1e6
+    assert opt["upscale_mpix_per_s"] > 0 and opt["tiles_mpix_per_s"] > 0
+    assert abs(opt["upscale_ratio"] - opt["upscale_mpix_per_s"] / opt["tiles_mpix_per_s"]) < 1e-9
+    assert rows[1][TABLE_FIELDS.index("upscale_ratio")] == f"{opt['upscale_ratio']:.1%}"
     for r in result["rows"]:
         assert r["imgs_per_s"] > 0 and r["infer_mpix_per_s"] > 0 and r["gflop_per_step"] > 0
         parts = r["data_ms"] + r["forward_ms"] + r["backward_opt_ms"]
@@ -36,6 +46,7 @@ def test_bench_smoke(params_file, tmp_path, capsys):
     assert result["rows"][0]["setting"]["channels_last"] is False
     assert cli_main(["--params", str(params_file), "--profile", "ci", "bench", "--variant", "nope"]) == 2
     assert cli_main(["--params", str(params_file), "--profile", "ci", "bench", "--repeat", "0"]) == 2
+    assert cli_main(["--params", str(params_file), "--profile", "ci", "bench", "--upscale-size", "-1"]) == 2
 
 
 def _row(variant: str, config: str, speedup: float | None, data_pct: float) -> dict:
@@ -53,4 +64,11 @@ def test_target_lines_judge_each_optimised_row():
     a, b = target_lines(gpu)
     assert ">= 2.0x on cuda: NOT met" in a and ">= 2.0x on cuda: met" in b
     none = {"device": "cpu", "rows": [_row("a", "optimised", None, 2.0)]}
-    assert "unchecked" in target_lines(none)[0]
+    assert "unchecked" in target_lines(none)[0] and "upscale" not in target_lines(none)[0]
+    up = {"device": "cpu", "rows": [{**_row("a", "optimised", 1.0, 1.0), "upscale_ratio": 0.74,
+                                     "upscale_mpix_per_s": 0.74, "tiles_mpix_per_s": 1.0},
+                                    {**_row("b", "optimised", 1.0, 1.0), "upscale_ratio": 0.9,
+                                     "upscale_mpix_per_s": 0.9, "tiles_mpix_per_s": 1.0}]}
+    a, b = target_lines(up)
+    assert "upscale 0.74 MP/s end to end = 74% of the forward on the same tiles (1 MP/s) vs target >= 75%: NOT met" in a
+    assert "= 90% of the forward" in b and b.endswith(": met")

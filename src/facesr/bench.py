@@ -1,5 +1,6 @@
 """Performance benchmark: training images/s (split into data, forward, backward + optimiser), inference megapixels/s,
-peak memory and achieved TFLOP/s, for each loss variant, against a reference configuration measured in the same run.
+peak memory and achieved TFLOP/s, for each loss variant, against a reference configuration measured in the same run;
+and ``facesr upscale`` end to end on a synthetic large image against the generator's forward on the same tiles.
 
 Configurations
 --------------
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import resource
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,11 +45,14 @@ GPU_PEAK_TFLOPS: dict[str, tuple[float, float]] = {
 }
 
 TABLE_FIELDS = ("variant", "config", "imgs_per_s", "data_ms", "forward_ms", "backward_opt_ms", "step_ms", "data_pct",
-                "spread_pct", "infer_mpix_per_s", "peak_mem_mb", "tflops", "peak_fraction", "speedup")
+                "spread_pct", "infer_mpix_per_s", "tiles_mpix_per_s", "upscale_mpix_per_s", "upscale_ratio",
+                "peak_mem_mb", "tflops", "peak_fraction", "speedup")
 
 # the issue's targets: the GAN step of each variant vs the reference (on a GPU / on a CPU), data loading share
 TARGET_SPEEDUP = {"cuda": 2.0, "cpu": 1.0}
 TARGET_DATA_PCT = 5.0
+# `facesr upscale` end to end (read, tiles, uint8 rows, encode, write) vs the generator's forward on the same tiles
+TARGET_UPSCALE_RATIO = 0.75
 
 
 @dataclass(frozen=True)
@@ -264,6 +269,62 @@ class _Runner:
         self.g.train()
         return n_inf * x.shape[0] * (infer_size * scale) ** 2 / 1e6 / t_inf
 
+    def upscale_speed(self, lr_width: int, tile: int, overlap: int, batch_size: int, rounds: int,
+                      workdir: Path) -> dict[str, float]:
+        """Output megapixels per second of ``facesr upscale`` on a synthetic ``lr_width x 3/4 lr_width`` photo-like
+        PNG (``facesr.infer.upscale``: read, tiles, uint8 bands, PNG encode, write) and of G's forward alone on the
+        same tiles (``facesr.infer.iter_tiles``: the same windows and batches, nothing else), alternating, medians."""
+        from PIL import Image
+
+        from facesr import infer
+
+        self._flags()
+        self.g.eval()
+        scale = self.params.data.scale
+        w, h = lr_width, max(1, lr_width * 3 // 4)
+        yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+        g = torch.Generator().manual_seed(0)
+        img = torch.stack([yy, xx, (yy + xx) / 2], -1) * 200 + torch.rand(h, w, 3, generator=g) * 55
+        rgb = img.to(torch.uint8).numpy()
+        src = workdir / "bench-upscale.png"
+        Image.fromarray(rgb).save(src)
+        bf16 = self.device.type == "cuda" and self.s.amp == torch.bfloat16
+        lm = infer.LoadedModel(model=self.g, meta={}, scale=scale, source="bench", device=self.device)
+        lr = torch.from_numpy(rgb)
+
+        def window(y0: int, x0: int, hh: int, ww: int) -> torch.Tensor:
+            return lr[y0:y0 + hh, x0:x0 + ww].to(self.device).permute(2, 0, 1).float().div_(255.0)
+
+        def forward_only() -> float:
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                for _ in infer.iter_tiles(self.g, window, h, w, scale, tile, overlap, batch_size, bf16):
+                    pass
+            _sync(self.device)
+            return time.perf_counter() - t0
+
+        def end_to_end(i: int) -> float:
+            t0 = time.perf_counter()
+            rep = infer.upscale(self.params, [str(src)], lm, workdir / f"up-{self.variant}-{i}", tile=tile,
+                                overlap=overlap, batch_size=batch_size, bf16=bf16, progress=False)
+            _sync(self.device)
+            if rep.failed:
+                raise UserError(f"bench: upscale failed: {rep.failed[0]['error']}")
+            return time.perf_counter() - t0
+
+        with torch.inference_mode():  # warm-up on one window's worth
+            infer.forward(self.g, window(0, 0, min(h, tile), min(w, tile))[None].contiguous(
+                memory_format=infer.memory_format(self.g)), bf16)
+        fwd, e2e = [], []
+        for i in range(max(1, rounds)):
+            fwd.append(forward_only())
+            e2e.append(end_to_end(i))
+        self.g.train()
+        mpix = w * h * scale * scale / 1e6
+        t_fwd, t_e2e = sorted(fwd)[(len(fwd) - 1) // 2], sorted(e2e)[(len(e2e) - 1) // 2]
+        return {"tiles_mpix_per_s": mpix / t_fwd, "upscale_mpix_per_s": mpix / t_e2e, "upscale_ratio": t_fwd / t_e2e,
+                "upscale_output_mpix": mpix}
+
     def row(self, rounds: list[dict[str, float]], infer_mpix: float) -> dict[str, Any]:
         """The table row: the round with the median step time (its split adds up), and the spread over rounds."""
         ordered = sorted(rounds, key=lambda r: r["step"])
@@ -293,7 +354,7 @@ class _Runner:
 
 
 def _run_all(params: Params, variants: list[str], device: torch.device, reference: bool, steps: int, warmup: int,
-             repeat: int, dataset: Any, infer_size: int) -> list[dict[str, Any]]:
+             repeat: int, dataset: Any, infer_size: int, upscale: dict[str, int] | None = None) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for v in variants:
         runners = [_Runner(params, v, device, s, dataset) for s in settings_for(params, device, reference)]
@@ -306,6 +367,9 @@ def _run_all(params: Params, variants: list[str], device: torch.device, referenc
         ref_ips = None
         for i, r in enumerate(runners):
             row = r.row(rounds[i], r.inference(infer_size, warmup, steps))
+            if upscale and r.s.name == "optimised":  # what `facesr upscale` runs: the optimised model only
+                with tempfile.TemporaryDirectory(prefix="facesr-bench-") as td:
+                    row.update(r.upscale_speed(rounds=repeat, workdir=Path(td), **upscale))
             if r.s.name == "reference":
                 ref_ips = row["imgs_per_s"]
             row["speedup"] = row["imgs_per_s"] / ref_ips if ref_ips else None
@@ -318,8 +382,13 @@ def _run_all(params: Params, variants: list[str], device: torch.device, referenc
 
 
 def bench(params: Params, variants: list[str] | None = None, *, steps: int = 3, warmup: int = 1, repeat: int = 3,
-          data: Path | None = None, reference: bool = True, infer_size: int = 64) -> dict[str, Any]:
-    """Measure each variant in each configuration; returns {"device", "profile", "rows": [...]}."""
+          data: Path | None = None, reference: bool = True, infer_size: int = 64, upscale_size: int = 512,
+          upscale_tile: int = 128, upscale_overlap: int = 32, upscale_batch: int = 4) -> dict[str, Any]:
+    """Measure each variant in each configuration; returns {"device", "profile", "rows": [...]}.
+
+    ``upscale_size`` > 0: also `facesr upscale` end to end on a synthetic ``upscale_size`` x 3/4 image with the
+    optimised model and the given tiles, against G's forward on the same tiles (0 = skip).
+    """
     from facesr import train as tr
 
     variants = list(variants or VARIANTS)
@@ -328,6 +397,10 @@ def bench(params: Params, variants: list[str] | None = None, *, steps: int = 3, 
             raise UserError(f"--variant {v!r}: unknown variant; allowed: {', '.join(VARIANTS)}")
     if steps < 1 or warmup < 1 or repeat < 1:
         raise UserError("--steps, --warmup and --repeat must be >= 1 (the first warm-up step counts the FLOPs)")
+    if upscale_size < 0 or upscale_tile < 0 or upscale_overlap < 0 or upscale_batch < 1:
+        raise UserError("--upscale-size, --upscale-tile and --upscale-overlap must be >= 0, --upscale-batch >= 1")
+    upscale = ({"lr_width": upscale_size, "tile": upscale_tile, "overlap": upscale_overlap,
+                "batch_size": upscale_batch} if upscale_size else None)
     device = tr.resolve_device(params.train.device)
     if data is not None:
         tr._data_manifest_sha(Path(data))
@@ -338,7 +411,7 @@ def bench(params: Params, variants: list[str] | None = None, *, steps: int = 3, 
     rows: list[dict[str, Any]] = []
     saved = torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32
     try:
-        rows = _run_all(params, variants, device, reference, steps, warmup, repeat, dataset, infer_size)
+        rows = _run_all(params, variants, device, reference, steps, warmup, repeat, dataset, infer_size, upscale)
     finally:
         torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32 = saved
     info = {
@@ -354,6 +427,7 @@ def bench(params: Params, variants: list[str] | None = None, *, steps: int = 3, 
         "warmup": warmup,
         "repeat": repeat,
         "infer_lr_size": infer_size,
+        "upscale": ({**upscale, "lr_height": max(1, upscale_size * 3 // 4)} if upscale else None),
         "rows": rows,
     }
     return info
@@ -373,7 +447,7 @@ def format_table(result: dict[str, Any]) -> str:
             if v is None:
                 cells.append("-")
             elif isinstance(v, float):
-                if c == "peak_fraction":
+                if c in ("peak_fraction", "upscale_ratio"):
                     cells.append(f"{v:.1%}")
                 elif c == "speedup":
                     cells.append(f"{v:.2f}x")
@@ -411,5 +485,10 @@ def target_lines(result: dict[str, Any]) -> list[str]:
         ok = r["data_pct"] < TARGET_DATA_PCT
         parts.append(f"data {r['data_pct']:.1f}% of the step vs target < {TARGET_DATA_PCT:.0f}%: "
                      f"{'met' if ok else 'NOT met'}")
+        if r.get("upscale_ratio") is not None:
+            ok = r["upscale_ratio"] >= TARGET_UPSCALE_RATIO
+            parts.append(f"upscale {r['upscale_mpix_per_s']:.3g} MP/s end to end = {r['upscale_ratio']:.0%} of the "
+                         f"forward on the same tiles ({r['tiles_mpix_per_s']:.3g} MP/s) vs target >= "
+                         f"{TARGET_UPSCALE_RATIO:.0%}: {'met' if ok else 'NOT met'}")
         out.append(f"target {r['variant']}: " + "; ".join(parts))
     return out
