@@ -208,10 +208,12 @@ def test_stale_old_folder_is_restored_when_the_output_is_missing(tmp_path: Path)
     foreign.mkdir()
     other = tmp_path / f".other.tmp-{_host_tag()}-{pid}-aaaa0000"  # another output's
     other.mkdir()
+    notes = tmp_path / ".out.tmp-my-notes"  # a user's folder that only looks like one
+    notes.mkdir()
     removed = clean_stale_temporaries(tmp_path / "out")
     assert sorted(removed) == sorted([tmp, legacy])
     assert (tmp_path / "out" / "manifest.json").read_text() == "earlier"
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out", foreign.name, other.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out", foreign.name, other.name, notes.name])
 
 
 def test_failed_atomic_dir_removes_the_parents_it_made(tmp_path: Path) -> None:

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 _CHUNK = 1 << 20
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 _TMP_TAG, _OLD_TAG = ".tmp-", ".old-"
+_MKDTEMP_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -197,7 +198,9 @@ def _temporary_owner(name: str, final_name: str) -> tuple[str, str, int | None] 
             parts = name[len(prefix):].rsplit("-", 2)
             if len(parts) == 3 and parts[1].isdigit():
                 return tag, parts[0], int(parts[1])
-            return tag, "", None  # written by an older facesr (no host/pid in the name)
+            rest = name[len(prefix):]
+            if len(rest) == 8 and all(c in _MKDTEMP_CHARS for c in rest):
+                return tag, "", None  # written by an older facesr (mkdtemp's 8 characters, no host/pid)
     return None
 
 
@@ -291,7 +294,8 @@ def atomic_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
                 with contextlib.suppress(OSError):
                     p.rmdir()
             if isinstance(exc, DiskFullError) and exc.path is not None:
-                raise disk_full_error(_in_output(exc.path, tmp, final), OSError(errno.ENOSPC, "")) from None
+                named = _in_output(exc.path, tmp, final)
+                raise DiskFullError(str(exc).replace(str(exc.path), named, 1), path=named) from None
             if is_disk_full(exc):
                 name = getattr(exc, "filename2", None) or getattr(exc, "filename", None) or final
                 raise disk_full_error(_in_output(name, tmp, final), exc) from None  # type: ignore[arg-type]
