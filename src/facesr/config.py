@@ -171,6 +171,16 @@ class EvaluateParams(_Section):
         32, description="PieAPP metric: stride of the 64x64 patches (whole image covered; 64 = no overlap, faster)")
 
 
+class QualityParams(_Section):
+    """Quality targets of the active profile, checked by `facesr quality` (figures, not a gate; see docs/evaluation.md)."""
+
+    min_psnr_gain_db: Float = Field(2.0, description="the psnr model's PSNR-Y at least bicubic's + this")
+    max_variant_drop_db: NonNegFloat = Field(1.0, description="GAN variants' PSNR-Y at most this under bicubic's")
+    max_rgb_gap_db: NonNegFloat = Field(2.0, description="each model's PSNR-RGB within this of its PSNR-Y (colour)")
+    border_px: PosInt = Field(4, description="width of the outer frame compared with bicubic's")
+    max_border_drop_db: NonNegFloat = Field(0.5, description="frame PSNR-Y at most this under bicubic's frame")
+
+
 class PromotionParams(_Section):
     primary_metric: str = Field("lpips", description="metric that decides registration and promotion")
     min_improvement: NonNegFloat = Field(0.0, description="required improvement of the primary metric")
@@ -228,6 +238,7 @@ class Params(_Section):
     pretrain: PretrainParams = PretrainParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
+    quality: QualityParams = QualityParams()
     registry: RegistryParams = RegistryParams()
     pipeline: PipelineParams = PipelineParams()
     upscale: UpscaleParams = UpscaleParams()

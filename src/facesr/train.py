@@ -395,11 +395,12 @@ def gan_step(
 
 def init_sha256(params: Params) -> str | None:
     """sha256 of the ``train.init_from`` weights file (a model folder's generator.safetensors), None without one."""
+    from facesr.models.io import init_weights_file
+
     src = params.train.init_from
     if not src:
         return None
-    p = Path(src)
-    p = p / "generator.safetensors" if p.is_dir() else p
+    p = init_weights_file(src)
     if not p.is_file():
         raise InputError(f"train.init_from: {p}: file not found (a facesr model folder, a .safetensors file or a "
                          "BasicSR/ESRGAN .pth)")

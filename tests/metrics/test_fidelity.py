@@ -83,3 +83,17 @@ def test_shape_mismatch_and_tiny_images_are_refused():
         psnr(_const(1, (8, 8, 3)), _const(1, (8, 9, 3)))
     with pytest.raises(ValueError, match="11x11"):
         ssim(_const(1, (16, 16, 3)), _const(2, (16, 16, 3)), border=4)
+
+
+def test_psnr_band_sees_only_the_frame():
+    from facesr.metrics.fidelity import psnr_band
+
+    hr = sample_faces(1)[0]
+    framed = hr.copy()
+    framed[:2] = 0  # a dark 2 px frame on the top edge
+    inner = hr.copy()
+    inner[60:70, 60:70] = 0  # damage in the interior only
+    assert psnr_band(hr, framed, 4) < 15 < psnr(hr, framed, border=4) == float("inf")
+    assert psnr_band(hr, inner, 4) == float("inf") > 30 > psnr(hr, inner, border=4)
+    with pytest.raises(ValueError):
+        psnr_band(hr, hr, 64)

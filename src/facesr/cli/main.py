@@ -21,6 +21,7 @@ VERB_MODULES = (
     "facesr.cli.data",
     "facesr.cli.train",
     "facesr.cli.evaluate",
+    "facesr.cli.quality",
     "facesr.cli.infer",
     "facesr.cli.registry",
     "facesr.cli.weights",

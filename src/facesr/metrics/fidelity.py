@@ -51,6 +51,22 @@ def psnr(a: np.ndarray, b: np.ndarray, border: int = 0, y_channel: bool = True) 
     return 10.0 * math.log10(255.0**2 / mse)
 
 
+def psnr_band(a: np.ndarray, b: np.ndarray, width: int = 4, y_channel: bool = True) -> float:
+    """PSNR in dB over the outer ``width``-pixel frame only (what ``psnr``'s border crop leaves out): a dark or
+    ringing frame shows here and nowhere else."""
+    _check(a, b)
+    x, y = _prepare(a, y_channel, 0), _prepare(b, y_channel, 0)
+    h, w = x.shape[:2]
+    if not (0 < width and 2 * width < min(h, w)):
+        raise ValueError(f"band width {width} does not fit a {h}x{w} image")
+    mask = np.ones((h, w), dtype=bool)
+    mask[width:h - width, width:w - width] = False
+    mse = float(np.mean((x[mask] - y[mask]) ** 2))
+    if mse == 0:
+        return math.inf
+    return 10.0 * math.log10(255.0**2 / mse)
+
+
 def _gaussian_1d(size: int = 11, sigma: float = 1.5) -> np.ndarray:
     ax = np.arange(size, dtype=np.float64) - (size - 1) / 2
     g = np.exp(-(ax**2) / (2 * sigma**2))

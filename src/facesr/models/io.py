@@ -321,11 +321,17 @@ def _convert_old_esrgan(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Te
     return out
 
 
+def init_weights_file(path: str | os.PathLike[str]) -> Path:
+    """The weights file ``train.init_from`` names: a training folder (its model/), a model folder, or a file."""
+    path = Path(path)
+    if path.is_dir() and (path / "model" / WEIGHTS_FILE).is_file():
+        path = path / "model"
+    return path / WEIGHTS_FILE if path.is_dir() else path
+
+
 def read_init_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """The generator state dict in a BasicSR/ESRGAN ``.pth`` or our ``.safetensors`` (BasicSR key names)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / WEIGHTS_FILE
+    path = init_weights_file(path)
     if not path.is_file():
         raise InputError(f"train.init_from: {path}: file not found (a BasicSR/ESRGAN .pth or a facesr .safetensors)")
     if path.suffix == ".safetensors":  # ours (digest, bounds and shapes checked) or any RRDBNet safetensors
@@ -360,7 +366,7 @@ def load_init_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Modu
 def _check_init_residual(target: nn.Module, path: Path) -> None:
     """The init weights must have been trained with the target's residual mode (bicubic skip or none)."""
     want = getattr(target, "residual", None)
-    weights = path / WEIGHTS_FILE if path.is_dir() else path
+    weights = init_weights_file(path)
     if want is None:
         return
     recorded = None
@@ -387,5 +393,5 @@ def read_model_meta(path: str | os.PathLike[str]) -> dict:
     return meta if isinstance(meta, dict) else {}
 
 
-__all__ = ["MODEL_FORMAT", "META_FILE", "WEIGHTS_FILE", "ModelFiles", "check_model", "infer_arch", "load_generator",
-           "load_init_weights", "read_init_state", "read_model_meta", "save_generator"]
+__all__ = ["MODEL_FORMAT", "META_FILE", "WEIGHTS_FILE", "ModelFiles", "check_model", "infer_arch", "init_weights_file",
+           "load_generator", "load_init_weights", "read_init_state", "read_model_meta", "save_generator"]
