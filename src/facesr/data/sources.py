@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import lzma
 import os
 import shutil
 import stat
@@ -160,13 +161,13 @@ def safe_extract(archive: Path, dest: Path, limits: ExtractLimits | None = None)
             return _write_members(archive, dest, zmembers, limits, archive_bytes)
     try:
         tf = tarfile.open(archive)
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+    except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
         raise InputError(f"{archive}: not a readable zip or tar archive ({exc})") from None
     with tf:
         tmembers: list[tuple[str, int, Callable[[], IO[bytes] | None]]] = []
         try:
             members = tf.getmembers()
-        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
             raise InputError(f"{archive}: corrupt or truncated tar archive ({exc}); nothing was extracted") from None
         for m in members:
             if m.isdir():
@@ -179,8 +180,8 @@ def safe_extract(archive: Path, dest: Path, limits: ExtractLimits | None = None)
         return _write_members(archive, dest, tmembers, limits, archive_bytes)
 
 
-_READ_ERRORS = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, NotImplementedError, RuntimeError,
-                ValueError)
+_READ_ERRORS = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, NotImplementedError,
+                RuntimeError, ValueError)
 
 
 def _write_members(archive: Path, dest: Path, members: list[tuple[str, int, Callable[[], IO[bytes] | None]]],
