@@ -419,3 +419,17 @@ def test_nothing_to_ingest_creates_nothing(tmp_path, capsys):
         err = capsys.readouterr().err
         assert rc == 2 and "Traceback" not in err
     assert sorted(q.name for q in tmp_path.iterdir()) == ["empty"]  # neither --out nor its parents were made
+
+
+@pytest.mark.parametrize("mode,suffix", [("w:gz", ".tar.gz"), ("w:bz2", ".tar.bz2"), ("w:xz", ".tar.xz")])
+def test_truncated_compressed_tar_is_exit_2(tmp_path, p, mode, suffix):
+    arc = tmp_path / f"cut{suffix}"
+    with tarfile.open(arc, mode) as tf:
+        data = os.urandom(300_000)
+        ti = tarfile.TarInfo("a.png")
+        ti.size = len(data)
+        tf.addfile(ti, io.BytesIO(data))
+    arc.write_bytes(arc.read_bytes()[: arc.stat().st_size // 2])
+    with pytest.raises(InputError, match=f"cut{suffix}"):
+        ingest(p, f"dir:{arc}", tmp_path / "raw")
+    assert sorted(q.name for q in tmp_path.iterdir()) == [arc.name]
