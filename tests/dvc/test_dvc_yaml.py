@@ -58,8 +58,18 @@ def test_base_keys_tracked_by_stages_exist_and_are_valid(dvc_yaml, params_raw):
 
 def test_one_training_stage_per_variant_and_the_cli_verbs_in_order(dvc_yaml, params_raw):
     stages = dvc_yaml["stages"]
-    assert list(stages) == ["ingest", "prepare", "train", "evaluate", "register", "promote"]
+    assert list(stages) == ["ingest", "prepare", "pretrain", "train", "evaluate", "register", "promote"]
     assert stages["train"]["foreach"] == "${loss.variants}"
+    # one shared PSNR stage; every GAN variant starts from its model and depends on it
+    assert stages["pretrain"]["cmd"].startswith("facesr pretrain --data data/prepared --out outputs/train/psnr")
+    assert "outputs/train/psnr/model" in stages["pretrain"]["outs"]
+    assert "--init-from outputs/train/psnr/model" in stages["train"]["do"]["cmd"]
+    assert "outputs/train/psnr/model" in stages["train"]["do"]["deps"]
+    for name in ("pretrain", "train"):  # the LR operator makes every training patch: changing it re-trains
+        deps = stages[name].get("do", stages[name])["deps"]
+        assert "src/facesr/data/degrade.py" in deps and "src/facesr/data/dataset.py" in deps
+    assert "--model psnr=outputs/train/psnr" in stages["evaluate"]["cmd"]
+    assert "--model psnr=outputs/train/psnr" in stages["register"]["cmd"]
     assert set(params_raw["loss"]["variants"]) == {"l1_vgg", "l1_vgg_pieapp"}
     for variant in params_raw["loss"]["variants"]:
         assert f"--model {variant}=outputs/train/{variant}" in stages["evaluate"]["cmd"]
@@ -77,9 +87,10 @@ def test_dvc_parses_the_pipeline():
     assert out.returncode == 0, out.stderr
     names = dict(re.findall(r'(node\d+)\["([^"]+)"\]', out.stdout))
     edges = {(names[a], names[b]) for a, b in re.findall(r"(node\d+)-->(node\d+)", out.stdout)}
-    assert set(names.values()) == {"ingest", "prepare", "train@l1_vgg", "train@l1_vgg_pieapp", "evaluate", "register",
-                                   "promote"}
-    assert {("ingest", "prepare"), ("prepare", "train@l1_vgg"), ("prepare", "train@l1_vgg_pieapp"),
+    assert set(names.values()) == {"ingest", "prepare", "pretrain", "train@l1_vgg", "train@l1_vgg_pieapp",
+                                   "evaluate", "register", "promote"}
+    assert {("ingest", "prepare"), ("prepare", "pretrain"), ("pretrain", "train@l1_vgg"),
+            ("pretrain", "train@l1_vgg_pieapp"), ("pretrain", "evaluate"), ("prepare", "train@l1_vgg"),
             ("train@l1_vgg", "evaluate"), ("train@l1_vgg_pieapp", "evaluate"), ("evaluate", "register"),
             ("register", "promote")} <= edges
 

@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-STAGES = {"ingest", "prepare", "train@l1_vgg", "train@l1_vgg_pieapp", "evaluate", "register", "promote"}
+STAGES = {"ingest", "prepare", "pretrain", "train@l1_vgg", "train@l1_vgg_pieapp", "evaluate", "register", "promote"}
 DOWNSTREAM_OF_TRAIN = {"train@l1_vgg", "train@l1_vgg_pieapp", "evaluate", "register", "promote"}
 
 if shutil.which("dvc", path=str(BIN)) is None or shutil.which("facesr", path=str(BIN)) is None:
@@ -137,7 +137,7 @@ def test_exp_run_switches_profile_and_runs_every_stage(project):
     assert (root / "outputs/eval/table.md").read_text().strip()
     assert any((root / "outputs/eval/grids").glob("*.png"))
     receipt = (root / "outputs/registry/register.txt").read_text()
-    assert re.search(r"registered facesr v\d+ \((l1_vgg|l1_vgg_pieapp)\) as 'challenger'", receipt), receipt
+    assert re.search(r"registered facesr v\d+ \((psnr|l1_vgg|l1_vgg_pieapp)\) as 'challenger'", receipt), receipt
     assert (root / "outputs/registry/promote.txt").read_text().startswith(("PROMOTED", "REFUSED"))
     # DVC reads our metrics and plots
     shown = _run(["dvc", "metrics", "show", "--json"], root, project["env"])
@@ -213,6 +213,7 @@ def test_training_param_change_reruns_training_evaluation_registration_only(proj
     assert _ran(out) == DOWNSTREAM_OF_TRAIN
     assert "resumed" not in out  # the previous run's checkpoint was made with other params: not continued
     assert "Stage 'ingest' didn't change" in out and "Stage 'prepare' didn't change" in out
+    assert "Stage 'pretrain' didn't change" in out  # a GAN-only change keeps the shared psnr model
     assert next(o["md5"] for o in _lock(root)["stages"]["prepare"]["outs"]) == prepared_md5
     # a real re-training with the new learning rate, not a resume of the previous run's finished checkpoint
     after = {v: _gen_sha(root, v) for v in ("l1_vgg", "l1_vgg_pieapp")}
@@ -233,7 +234,22 @@ def test_main_script_on_a_finished_pipeline_runs_nothing_and_prints_the_results(
     assert _ran(out) == set()
     assert (root / "outputs/eval/table.md").read_text().strip() in out
     assert "outputs/eval/grids/" in out
-    assert re.search(r"registered facesr v\d+ \(l1_vgg(_pieapp)?\) as 'challenger'", out)
+    assert re.search(r"registered facesr v\d+ \((psnr|l1_vgg(_pieapp)?)\) as 'challenger'", out)
     assert re.search(r"PROMOTED|REFUSED", out)
     assert re.search(r"registry version +facesr v\d+ \(aliases: [a-z, ]*(champion|challenger)", out)  # lineage
     assert (root / ".dvc-remote").is_dir() and any((root / ".dvc-remote").rglob("*"))  # pushed to the local remote
+
+
+def test_a_change_to_the_lr_operator_reruns_preparation_and_training(project):
+    """The LR operator (data/degrade.py) makes every test pair and training patch: DVC must see it in every stage."""
+    root, env = project["root"], project["env"]
+    op = root / "src/facesr/data/degrade.py"
+    text = op.read_text()
+    try:
+        op.write_text(text + "\n# changed\n")
+        status = _run(["dvc", "status", "--json"], root, env)
+        changed = set(json.loads(status))
+        assert {"prepare", "pretrain", "train@l1_vgg", "train@l1_vgg_pieapp"} <= changed, status
+    finally:
+        op.write_text(text)
+    assert "up to date" in _run(["dvc", "status"], root, env)
