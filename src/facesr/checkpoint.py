@@ -60,6 +60,17 @@ def safe_torch_load(path: str | Path, what: str, remedy: str) -> Any:
                          f"{remedy}") from None
 
 
+def peek_step(path: str | Path) -> int | None:
+    """The step of the checkpoint at ``path`` as it is on disk (memory-mapped: tensors are not read); None if unusable."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            step = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True).get("step")
+    except Exception:  # noqa: BLE001 - missing, truncated, foreign: no step to report
+        return None
+    return step if _is_int(step) else None
+
+
 def save(path: str | Path, state: Mapping[str, Any]) -> None:
     """Write a checkpoint atomically (readers see the old file or the new one, never a part)."""
     from facesr.fsutil import atomic_write_bytes
@@ -173,4 +184,4 @@ def restore(ck: Mapping[str, Any], path: str | Path, targets: Mapping[str, Calla
                              f"({first}); resume with the params the run was started with, or {_REMEDY}") from None
 
 
-__all__ = ["CHECKPOINT_FORMAT", "load", "restore", "safe_torch_load", "save", "validate"]
+__all__ = ["CHECKPOINT_FORMAT", "load", "peek_step", "restore", "safe_torch_load", "save", "validate"]

@@ -829,10 +829,11 @@ def _train(
 
 
 def _checkpoint_note(out: Path, last_good: int) -> str:
-    """What a stopped run left: the checkpoint that really exists (and its step), or that there is none yet."""
+    """What a stopped run left: the checkpoint that really exists (its step as on disk), or that there is none yet."""
     ckpt = out / "checkpoints" / "last.pt"
     if ckpt.is_file():
-        return f"The last checkpoint (step {last_good}) is {ckpt}"
+        step = checkpoint.peek_step(ckpt)  # a signal during a save may have left a newer file than last_good says
+        return f"The last checkpoint (step {last_good if step is None else step}) is {ckpt}"
     return (f"No checkpoint was written yet (the first comes at step train.checkpoint_every), so nothing is kept; "
             f"--resume in {out} starts from step 0")
 

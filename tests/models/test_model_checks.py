@@ -143,3 +143,15 @@ def test_a_pickled_init_file_is_refused_without_advice_to_unpickle(tmp_path: Pat
         load_init_weights(RRDBNet(**TINY), pkl)
     msg = str(exc.value)
     assert str(pkl) in msg and "pickled Python objects" in msg and "weights_only" not in msg
+
+
+def test_evaluate_refuses_changed_weights_naming_the_file(tmp_path: Path, prepared_ci: Path, capsys) -> None:
+    from facesr.cli.main import main
+
+    folder = _model(tmp_path)
+    _flip_a_weight_byte(folder)
+    code = main(["--params", str(REPO / "params.yaml"), "--profile", "ci", "evaluate", "--data", str(prepared_ci),
+                 "--model", f"l1_vgg={folder}", "--out", str(tmp_path / "eval")])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{folder / 'generator.safetensors'}: sha256" in err, err
+    assert not (tmp_path / "eval").exists()

@@ -124,6 +124,12 @@ def _env() -> dict[str, str]:
     return {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
 
 
+def _popen(cmd: list[str]) -> subprocess.Popen:
+    # a shell starts background jobs with SIGINT ignored, and Python keeps an ignored SIGINT: give the child the default
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
@@ -134,8 +140,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120.0) -> Non
 
 def test_sigint_says_where_the_checkpoint_is_and_that_resume_continues(prepared, tmp_path):
     out = tmp_path / "o"
-    proc = subprocess.Popen(_train_cmd(out, prepared), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=_env())
+    proc = _popen(_train_cmd(out, prepared))
     try:
         _wait_for(out / "checkpoints" / "last.pt", proc)
         time.sleep(0.5)
@@ -152,8 +157,7 @@ def test_sigint_says_where_the_checkpoint_is_and_that_resume_continues(prepared,
 
 def test_a_second_training_into_the_same_out_gets_exit_2_naming_the_holder(prepared, tmp_path):
     out = tmp_path / "o"
-    first = subprocess.Popen(_train_cmd(out, prepared), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env=_env())
+    first = _popen(_train_cmd(out, prepared))
     try:
         _wait_for(out.parent / f".{out.name}.lock", first)
         second = subprocess.run(_train_cmd(out, prepared, 2, "--resume"), capture_output=True, text=True, env=_env(),
