@@ -24,7 +24,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
-die() { echo "build-image: $*" >&2; exit "${2:-1}"; }
+die() { echo "build-image: $1" >&2; exit "${2:-1}"; }
 
 base_mode=${FACESR_BASE:-image}
 weights=""
