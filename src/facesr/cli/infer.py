@@ -26,9 +26,11 @@ from facesr.errors import InputError
 @click.option("--no-progress", is_flag=True, help="hide the progress bars")
 @pass_app
 def upscale(app, inputs, model, out, tile, overlap, batch_size, device, bf16, fmt, quality, no_progress) -> None:
-    """Upscale images (files, folders, globs) x4 with a trained generator; any size, tiled.
+    """Upscale images (files, folders, globs) x4 with a trained generator; any size, tiled, one band of tile rows
+    at a time (PNG rows are written as they come).
 
-    Exit status 2 when any input failed (each failure is reported; the other images are still written).
+    Exit status 2 when any input failed, or its output would have more pixels than upscale.max_output_pixels (each
+    failure is reported; the other images are still written).
     """
     from facesr.infer import upscale as run_upscale
 
