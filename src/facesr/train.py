@@ -483,7 +483,8 @@ def train(
     elif variant not in params.loss.variants:
         raise ParamsError(f"loss.variants: no weights for variant {variant!r}; defined: {sorted(params.loss.variants)}")
     # one writer per --out (rank 0 of a DDP run holds it for all ranks): a second `facesr train` gets exit 2
-    lock = (locks.exclusive(locks.lock_file_for(out), f"--out {out}", command="facesr train",
+    verb = "facesr pretrain" if variant == PSNR_MODEL else "facesr train"
+    lock = (locks.exclusive(locks.lock_file_for(out), f"--out {out}", command=verb,
                             hint="wait for that training to finish, or choose another --out")
             if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext())
     with lock:
