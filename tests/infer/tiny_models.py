@@ -17,11 +17,16 @@ def models_api():
 
 
 def make_model_dir(folder: Path, variant: str = "l1_vgg", seed: int = 0, num_feat: int = 4, num_block: int = 1,
-                   num_grow_ch: int = 4, untrained: bool = True, as_train_output: bool = True) -> Path:
-    """A tiny generator saved the way train does: ``folder/model/{generator.safetensors,model.json}``."""
+                   num_grow_ch: int = 4, untrained: bool = True, as_train_output: bool = True,
+                   residual: str = "none") -> Path:
+    """A tiny generator saved the way train does: ``folder/model/{generator.safetensors,model.json}``.
+
+    ``residual="none"`` (default): a random network whose outputs are far from bicubic's (tests rely on that).
+    """
     rrdb, save, _ = models_api()
     torch.manual_seed(seed)
-    net = rrdb(num_in_ch=3, num_out_ch=3, scale=4, num_feat=num_feat, num_block=num_block, num_grow_ch=num_grow_ch)
+    net = rrdb(num_in_ch=3, num_out_ch=3, scale=4, num_feat=num_feat, num_block=num_block, num_grow_ch=num_grow_ch,
+               residual=residual)
     # a mild identity-like bias so outputs are not flat: keep random weights but small
     meta = {
         "format": "facesr.model/1", "arch": "RRDBNet", "num_in_ch": 3, "num_out_ch": 3, "num_feat": num_feat,

@@ -83,7 +83,7 @@ def test_server_register_promote_concurrently_and_upscale(mlflow_server, workspa
         monkeypatch.setenv(k, v)
     reg = ["register", "--model", f"l1_vgg={ws['l1_vgg']}", "--model", f"l1_vgg_pieapp={ws['l1_vgg_pieapp']}",
            "--data", str(ws["data"])]
-    ev1 = make_eval(root / "eval1", {"l1_vgg": scores(0.30, seed=1), "l1_vgg_pieapp": scores(0.28, seed=2)})
+    ev1 = make_eval(root / "eval1", {"bicubic": scores(0.5), "l1_vgg": scores(0.30, seed=1), "l1_vgg_pieapp": scores(0.28, seed=2)})
 
     # server down: clear error, exit 1, training outputs untouched; the same command works once it is up
     before = tree_hash(ws["l1_vgg"])
@@ -101,7 +101,7 @@ def test_server_register_promote_concurrently_and_upscale(mlflow_server, workspa
     assert any(k.endswith("per_image.csv") for k in keys)
 
     # a better challenger, promoted by two processes at once: exactly one moves the alias, the other sees it done
-    ev2 = make_eval(root / "eval2", {"l1_vgg": scores(0.12, seed=3), "l1_vgg_pieapp": scores(0.10, seed=4)})
+    ev2 = make_eval(root / "eval2", {"bicubic": scores(0.5), "l1_vgg": scores(0.12, seed=3), "l1_vgg_pieapp": scores(0.10, seed=4)})
     assert cli(repo_root, *reg, "--eval", str(ev2)) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "facesr.cli.main", "--params", str(repo_root / "params.yaml"), "--profile", "ci",
