@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 from pathlib import Path
 
@@ -150,8 +151,13 @@ def test_fetch_downloads_and_checks(cache, tmp_path, monkeypatch):
     """fetch through a file:// URL (urllib) -- a real download path without a network."""
     p, digest = _fake(tmp_path / "srv", "pieapp")
     with w.override("pieapp", url=p.as_uri(), sha256=digest):
-        rep = w.fetch(["pieapp"])
+        old = os.umask(0o022)
+        try:
+            rep = w.fetch(["pieapp"])
+        finally:
+            os.umask(old)
         assert rep[0]["action"] == "downloaded" and (cache / "PieAPPv0.1.pth").is_file()
+        assert (cache / "PieAPPv0.1.pth").stat().st_mode & 0o777 == 0o644  # the umask's mode, not mkstemp's 0600
         assert w.fetch(["pieapp"])[0]["action"] == "present"
     with w.override("pieapp", url=p.as_uri()):  # real digest expected: the download is refused
         with pytest.raises(WeightsMissingError, match="expected"):

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from facesr.errors import InputError, UserError, WeightsMissingError
-from facesr.fsutil import atomic_copy_file, sha256_file
+from facesr.fsutil import atomic_copy_file, file_mode, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -326,6 +326,7 @@ def fetch(names: Iterable[str] | None = None, timeout: float = FETCH_TIMEOUT_S,
             raise WeightsMissingError(f"weights: {entry.file} has no download URL; {_how_to_get(entry)}")
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{entry.file}.", suffix=".part", dir=dest.parent)
+        os.fchmod(fd, file_mode())  # the user's umask, not mkstemp's 0600: a teammate or a pod reads the cache too
         tmp = Path(tmp_name)
         h = hashlib.sha256()
         try:
