@@ -130,7 +130,7 @@ def test_exp_run_switches_profile_and_runs_every_stage(project):
         assert "profiles.ci.train" in tracked and not any(k.startswith("profiles.demo") for k in tracked)
         assert tracked["profiles.ci.train"]["max_steps"] == 3
         meta = json.loads((root / f"outputs/train/{variant}/model/model.json").read_text())
-        assert meta["variant"] == variant and meta["num_feat"] == 8  # the ci generator, not demo's 16
+        assert meta["variant"] == variant and meta["num_feat"] == 8  # the ci generator, not demo's 32
         assert (root / f"outputs/train/{variant}/checkpoints/last.pt").is_file()  # kept for --resume, not an out
     metrics = json.loads((root / "outputs/eval/metrics.json").read_text())
     assert {"l1_vgg", "l1_vgg_pieapp"} <= set(metrics)
