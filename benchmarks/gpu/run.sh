@@ -4,7 +4,7 @@
 #   device: run(command="bash benchmarks/gpu/run.sh", carry=[".whl"], timeout_s=540)
 # It benchmarks both variants at the paper's size against the eager fp32 reference (facesr bench: training step,
 # inference and upscale MP/s), trains the ci profile for a few steps on CUDA with bf16 autocast (the CUDA code path of
-# facesr train), then runs 3,000 steps of the shared PSNR stage at the paper's model size on the colour sample and its
+# facesr train), then runs 1,500 steps of the shared PSNR stage at the paper's model size on the colour sample and its
 # quality report (gain over bicubic). Figures land in $OUT.
 # FACESR_GPU_DEVICE=cpu runs the same script on a CPU (smaller), to check the script itself.
 set -uo pipefail
@@ -44,13 +44,13 @@ work=$(mktemp -d)
   | tee "$OUT/train.txt" || rc=1
 # 4. a few minutes of the shared PSNR stage at the paper's model size (23 x 64) on the colour sample, then the quality
 #    report (psnr vs bicubic on the test crops and whole faces); on a CPU: the ci model, a few steps
-if [ "$DEV" = cuda ]; then pre=(--profile paper --set pretrain.steps=3000 --set train.checkpoint_every=1000)
+if [ "$DEV" = cuda ]; then pre=(--profile paper --set pretrain.steps=1500 --set train.checkpoint_every=500)
 else pre=(--profile ci --set pretrain.steps=5); fi
-{ [ -f "$work/prep/manifest.json" ] \
-  && timeout 360 "${FACESR[@]}" "${pre[@]}" --set train.device=$DEV --set data.num_workers=4 pretrain --data "$work/prep" \
-       --out "$work/psnr" --no-progress \
+{ "${FACESR[@]}" "${pre[@]}" prepare --raw "$work/raw" --out "$work/prep-pre" \
+  && timeout 200 "${FACESR[@]}" "${pre[@]}" --set train.device=$DEV --set data.num_workers=4 pretrain \
+       --data "$work/prep-pre" --out "$work/psnr" --no-progress \
   && cp "$work/psnr/train_summary.json" "$OUT/pretrain_summary.json" \
-  && "${FACESR[@]}" "${pre[@]}" --set evaluate.device=$DEV quality --data "$work/prep" --model psnr="$work/psnr" \
+  && "${FACESR[@]}" "${pre[@]}" --set evaluate.device=$DEV quality --data "$work/prep-pre" --model psnr="$work/psnr" \
        --json "$OUT/quality.json"; } 2>&1 | tee "$OUT/pretrain.txt" || rc=1
 echo "figures in $OUT (rc=$rc)"
 exit $rc
