@@ -302,10 +302,10 @@ def upscale_bands(
             band = None
 
 
-def _tqdm(**kw: Any) -> Any:
-    from tqdm.auto import tqdm
+def _tqdm(total: int, desc: str = "", unit: str = "it", disable: bool = False) -> Any:
+    from facesr.progress import progress
 
-    return tqdm(**kw)
+    return progress(total, desc=desc, unit=unit, disable=disable)
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -684,9 +684,9 @@ def _train(
 
     pbar = None
     if progress and dist.main:
-        from tqdm.auto import tqdm
+        from facesr.progress import progress as make_progress
 
-        pbar = tqdm(total=total, initial=step, desc=f"train {variant}", unit="step", dynamic_ncols=True)
+        pbar = make_progress(total, initial=step, desc=f"train {variant}", unit="step")
 
     last_good = step
     t_start = time.perf_counter()
