@@ -30,10 +30,11 @@ from PIL import Image
 from facesr.config import PSNR_MODEL, Params
 from facesr.data.dataset import load_test_pairs
 from facesr.data.degrade import bicubic_downscale
+from facesr.data.prepare import center_crop
 from facesr.errors import InputError
+from facesr.evaluate import BASELINE
 from facesr.metrics.fidelity import psnr, psnr_band, ssim
 
-BASELINE = "bicubic"
 VIEWS = ("crops", "faces")
 
 
@@ -90,11 +91,8 @@ def face_pairs(data: Path, size: int, scale: int) -> list[tuple[np.ndarray, np.n
     """(LR, HR) of each whole test photo: centre square, Lanczos to ``size``, LR by the one operator."""
     pairs = []
     for p in load_test_pairs(data, full=True):
-        h, w = p.hr.shape[:2]
-        s = min(h, w)
-        t, left = (h - s) // 2, (w - s) // 2
-        hr = np.asarray(Image.fromarray(p.hr[t:t + s, left:left + s]).resize((size, size),
-                                                                               Image.Resampling.LANCZOS))
+        square = center_crop(p.hr, min(p.hr.shape[:2]))
+        hr = np.asarray(Image.fromarray(square).resize((size, size), Image.Resampling.LANCZOS))
         pairs.append((bicubic_downscale(hr, scale), hr))
     return pairs
 

@@ -506,8 +506,8 @@ def _train_locked(params: Params, data: Path, variant: str, out: Path, resume: b
             f"--out {out}: already holds a training run; pass --resume to continue it, or delete the folder / choose "
             "another --out to start again"
         )
-    stale = resume and restart_if_changed and _checkpoint_is_stale(out, variant, params.hash(), data_sha,
-                                                                    init_sha256(params))
+    init_sha = init_sha256(params)
+    stale = resume and restart_if_changed and _checkpoint_is_stale(out, variant, params.hash(), data_sha, init_sha)
 
     tp = params.train
     dist = init_distributed(tp.device)
@@ -518,7 +518,8 @@ def _train_locked(params: Params, data: Path, variant: str, out: Path, resume: b
         for name in ("last.pt", CHECKPOINT_INPUTS):
             (out / "checkpoints" / name).unlink(missing_ok=True)
     try:
-        return _train(params, data, data_sha, variant, out, resume and not stale, dist, stop_at_step, progress)
+        return _train(params, data, data_sha, init_sha, variant, out, resume and not stale, dist, stop_at_step,
+                      progress)
     finally:
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
         torch.backends.cudnn.benchmark = saved[2]
@@ -533,6 +534,7 @@ def _train(
     params: Params,
     data: Path,
     data_sha: str,
+    init_sha: str | None,
     variant: str,
     out: Path,
     resume: bool,
@@ -594,7 +596,6 @@ def _train(
                          bs_key="pretrain.batch_size" if variant == PSNR_MODEL else "train.batch_size")
     spe = stream.steps_per_epoch
     pre_steps, gan_steps = total_steps(params, spe, variant)
-    init_sha = init_sha256(params)
     total = pre_steps + gan_steps
 
     step = 0

@@ -45,10 +45,12 @@ def psnr(a: np.ndarray, b: np.ndarray, border: int = 0, y_channel: bool = True) 
     """PSNR in dB between two 8-bit-range RGB images (``inf`` when identical)."""
     _check(a, b)
     x, y = _prepare(a, y_channel, border), _prepare(b, y_channel, border)
-    mse = float(np.mean((x - y) ** 2))
-    if mse == 0:
-        return math.inf
-    return 10.0 * math.log10(255.0**2 / mse)
+    return _db(float(np.mean((x - y) ** 2)))
+
+
+def _db(mse: float) -> float:
+    """PSNR in dB of a mean squared error in 8-bit units (``inf`` for 0)."""
+    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
 
 
 def psnr_band(a: np.ndarray, b: np.ndarray, width: int = 4, y_channel: bool = True) -> float:
@@ -61,10 +63,7 @@ def psnr_band(a: np.ndarray, b: np.ndarray, width: int = 4, y_channel: bool = Tr
         raise ValueError(f"band width {width} does not fit a {h}x{w} image")
     mask = np.ones((h, w), dtype=bool)
     mask[width:h - width, width:w - width] = False
-    mse = float(np.mean((x[mask] - y[mask]) ** 2))
-    if mse == 0:
-        return math.inf
-    return 10.0 * math.log10(255.0**2 / mse)
+    return _db(float(np.mean((x[mask] - y[mask]) ** 2)))
 
 
 def _gaussian_1d(size: int = 11, sigma: float = 1.5) -> np.ndarray:
