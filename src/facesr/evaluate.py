@@ -27,11 +27,12 @@ from facesr.config import PSNR_MODEL, Params
 from facesr.data.dataset import TestPair, load_test_pairs
 from facesr.errors import InputError, UserError
 from facesr.fsutil import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file, tree_hash
-from facesr.metrics import LOWER_IS_BETTER, METRICS
+from facesr.metrics import METRICS
 from facesr.metrics.fidelity import psnr, ssim
 from facesr.metrics.ma import MA_MISSING_REASON, MA_NEEDS, MaMetric, pi_score
 from facesr.metrics.noref import NIQE_MIN_SIDE, BRISQUEMetric, NIQEMetric, niqe_size_ok
 from facesr.metrics.perceptual import LPIPSMetric, PieAPPMetric
+from facesr.stats import LOWER_IS_BETTER, bootstrap_ci, paired_bootstrap
 
 log = logging.getLogger(__name__)
 
@@ -47,39 +48,6 @@ TABLE_COLUMNS = [("psnr_y", "PSNR"), ("ssim_y", "SSIM"), ("lpips", "LPIPS*"), ("
                  ("pieapp", "PieAPP*")]
 EXTRA_COLUMNS = [("psnr_rgb", "PSNR (RGB)"), ("ssim_rgb", "SSIM (RGB)"), ("niqe", "NIQE*"), ("ma", "Ma")]
 VARIANT_A, VARIANT_B = "l1_vgg", "l1_vgg_pieapp"
-
-
-# ---------------------------------------------------------------------------------------------------- statistics
-
-
-def bootstrap_ci(values: Sequence[float], n: int, seed: int) -> list[float] | None:
-    """Percentile 95% bootstrap interval of the mean (NaNs dropped); None with fewer than one value."""
-    x = np.asarray(values, dtype=np.float64)
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        return None
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, size=(n, x.size))].mean(axis=1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return [float(lo), float(hi)]
-
-
-def paired_bootstrap(a: Sequence[float], b: Sequence[float], n: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Paired bootstrap of mean(b - a) over the same images (pairs with a NaN on either side are dropped).
-
-    Returns ``{"mean_diff", "ci95": [lo, hi], "n", "significant"}``; ``significant`` is true when the 95% interval
-    excludes 0. ``a`` and ``b`` must be aligned (same image at the same index): see ``paired_scores``.
-    """
-    a_arr, b_arr = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a_arr.shape != b_arr.shape:
-        raise ValueError(f"paired_bootstrap needs aligned scores; got {a_arr.shape} and {b_arr.shape}")
-    d = b_arr - a_arr
-    d = d[np.isfinite(d)]
-    if d.size == 0:
-        return {"mean_diff": None, "ci95": None, "n": 0, "significant": False}
-    ci = bootstrap_ci(d, n, seed)
-    assert ci is not None
-    return {"mean_diff": float(d.mean()), "ci95": ci, "n": int(d.size), "significant": bool(ci[0] > 0 or ci[1] < 0)}
 
 
 def load_per_image(eval_dir: str | Path) -> dict[str, dict[str, dict[str, float]]]:

@@ -11,8 +11,8 @@
 """
 
 from facesr.metrics.fidelity import psnr, rgb_to_y, ssim
+from facesr.stats import LOWER_IS_BETTER  # the one definition (facesr.stats)
 
 METRICS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb", "lpips", "pieapp", "niqe", "ma", "pi", "dmos")
-LOWER_IS_BETTER = frozenset({"lpips", "pieapp", "niqe", "pi", "dmos"})
 
 __all__ = ["METRICS", "LOWER_IS_BETTER", "psnr", "ssim", "rgb_to_y"]
