@@ -35,6 +35,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from facesr.errors import FacesrError, InputError, UserError
 from facesr.fsutil import check_output_folder, write_output_marker
 from facesr.fsutil import atomic_file
+from facesr.models.io import find_model_folder
 
 log = logging.getLogger(__name__)
 
@@ -73,22 +74,6 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 def is_mlflow_uri(spec: str) -> bool:
     return spec.startswith(("models:/", "runs:/", "mlflow-artifacts:/", "s3://"))
-
-
-def find_model_folder(root: Path) -> Path:
-    """The folder holding ``model.json`` inside a training output, a model folder or a downloaded MLflow model."""
-    root = Path(root)
-    if (root / "model.json").is_file():
-        return root
-    if (root / "model" / "model.json").is_file():
-        return root / "model"
-    hits = sorted(p.parent for p in root.rglob("model.json"))
-    if len(hits) == 1:
-        return hits[0]
-    if not hits:
-        raise InputError(f"{root}: no model.json found (expected a training output folder, a model folder, "
-                         "a .safetensors file or an MLflow models:/ URI)")
-    raise InputError(f"{root}: several model.json files found ({', '.join(map(str, hits[:4]))}); point at one")
 
 
 def _load_generator(path: Path, device: str) -> tuple[torch.nn.Module, dict[str, Any]]:

@@ -405,8 +405,7 @@ def rows_to_csv(rows: list[dict[str, str]]) -> str:
 
 
 def load_candidates(eval_dir: Path, models: dict[str, Path]) -> list[Candidate]:
-    from facesr.infer import find_model_folder
-    from facesr.models.io import check_model
+    from facesr.models.io import check_model, find_model_folder
 
     eval_dir = Path(eval_dir)
     if not eval_dir.is_dir():

@@ -1,5 +1,6 @@
 """Generator I/O: our model folders (safetensors + model.json) and BasicSR/ESRGAN checkpoints as initialisation.
 
+* ``find_model_folder(path)``: the model folder of a training output, a model folder or a downloaded MLflow model.
 * ``save_generator(model, folder, meta)`` writes ``folder/generator.safetensors`` and ``folder/model.json`` together,
   atomically (a temporary sibling folder renamed into place).
 * ``load_generator(path, device)`` reads a model folder, or a ``.safetensors`` file (with its sibling ``model.json``
@@ -45,6 +46,23 @@ def _facesr_version() -> str:
         return version("facesr")
     except Exception:  # noqa: BLE001 - not installed as a distribution
         return "unknown"
+
+
+def find_model_folder(root: str | os.PathLike[str]) -> Path:
+    """The model folder (the one holding ``model.json``) of a training output folder (``OUT/model``), a model folder,
+    or a downloaded MLflow model (one ``model.json`` somewhere below). The one definition of "where is the model"."""
+    root = Path(root)
+    if (root / META_FILE).is_file():
+        return root
+    if (root / "model" / META_FILE).is_file():
+        return root / "model"
+    hits = sorted(p.parent for p in root.rglob(META_FILE))
+    if len(hits) == 1:
+        return hits[0]
+    if not hits:
+        raise InputError(f"{root}: no {META_FILE} found (expected a training output folder, a model folder, "
+                         "a .safetensors file or an MLflow models:/ URI)")
+    raise InputError(f"{root}: several {META_FILE} files found ({', '.join(map(str, hits[:4]))}); point at one")
 
 
 def save_generator(model: nn.Module, folder: str | os.PathLike[str], meta: Mapping[str, Any] | None = None) -> dict:
