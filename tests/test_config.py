@@ -77,7 +77,10 @@ def test_set_profile_selects_the_profile(params_file: Path) -> None:
         ("data.hflip=1.5", "data.hflip"),
         ("model.discriminator.type=unet", "model.discriminator.type"),
         ("train.bogus=1", "allowed here"),
-        ("loss.variants.l2={pixel: 1}", "unknown variant"),
+        ("loss.variants.psnr={pixel: 1}", "variant name 'psnr'"),
+        ("loss.variants.L2={pixel: 1}", "variant name 'L2'"),
+        ("evaluate.paired=[l1_vgg, nope]", "evaluate.paired"),
+        ("evaluate.paired=[l1_vgg, l1_vgg]", "evaluate.paired"),
         ("data.hr_size=130", "divisible"),
     ],
 )
@@ -238,3 +241,13 @@ def test_generator_size_is_bounded(params_file: Path) -> None:
     for override in ("model.generator.num_block=20000", "model.generator.num_feat=-1", "model.generator.num_feat=512"):
         with pytest.raises(ParamsError, match=override.split("=")[0].replace(".", r"\.")):
             load_params(params_file, profile="ci", overrides=[override])
+
+
+def test_variants_are_the_keys_of_loss_variants(params_file: Path) -> None:
+    p = load_params(params_file, overrides=["loss.variants.l1_only={pixel: 1.0, perceptual: 0.0, gan: 0.0}",
+                                            "evaluate.paired=[psnr, l1_only]"])
+    assert p.variants[-1] == "l1_only" and p.models == ["psnr", *p.variants]
+    assert p.check_variant("l1_only") == "l1_only"
+    with pytest.raises(ParamsError, match="not a key of loss.variants; defined: .*l1_only"):
+        p.check_variant("nope")
+    assert load_params(params_file, overrides=["evaluate.paired=null"]).evaluate.paired is None

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from facesr.config import VARIANTS, Params
+from facesr.config import Params
 from facesr.errors import UserError
 
 # dense peak TFLOP/s by GPU name fragment: (bf16 tensor core, fp32 incl. TF32 tensor core)
@@ -391,10 +391,7 @@ def bench(params: Params, variants: list[str] | None = None, *, steps: int = 3, 
     """
     from facesr import train as tr
 
-    variants = list(variants or VARIANTS)
-    for v in variants:
-        if v not in VARIANTS:
-            raise UserError(f"--variant {v!r}: unknown variant; allowed: {', '.join(VARIANTS)}")
+    variants = [params.check_variant(v) for v in (variants or params.variants)]
     if steps < 1 or warmup < 1 or repeat < 1:
         raise UserError("--steps, --warmup and --repeat must be >= 1 (the first warm-up step counts the FLOPs)")
     if upscale_size < 0 or upscale_tile < 0 or upscale_overlap < 0 or upscale_batch < 1:

@@ -23,8 +23,12 @@ from facesr.errors import ParamsError
 from facesr.fsutil import canonical_json, sha256_bytes
 
 DEFAULT_PARAMS_FILE = "params.yaml"
-VARIANTS = ("l1_vgg", "l1_vgg_pieapp")
 PSNR_MODEL = "psnr"  # the shared L1 pre-training stage's model (facesr pretrain), the GAN variants' starting point
+BASELINE = "bicubic"  # the interpolation every model is compared with (evaluate, quality, the promotion guard)
+# A variant is a key of loss.variants (nothing else defines one): a name that can be a folder, a DVC stage key, an
+# MLflow tag and a KFP task name. `psnr` and `bicubic` are taken.
+VARIANT_NAME = r"^[a-z][a-z0-9_]{0,39}$"
+RESERVED_NAMES = (PSNR_MODEL, BASELINE)
 
 # numbers are strict: YAML `true` is not 1 and `5.5` is not an int (an int is still a valid float)
 Int = Annotated[int, Strict()]
@@ -114,10 +118,13 @@ class LossParams(_Section):
 
     @field_validator("variants")
     @classmethod
-    def _known_variants(cls, v: dict[str, LossWeights]) -> dict[str, LossWeights]:
-        unknown = sorted(set(v) - set(VARIANTS))
-        if unknown:
-            raise ValueError(f"unknown variant(s) {unknown}; allowed: {list(VARIANTS)}")
+    def _variant_names(cls, v: dict[str, LossWeights]) -> dict[str, LossWeights]:
+        if not v:
+            raise ValueError("at least one variant is needed")
+        for name in v:
+            if not re.match(VARIANT_NAME, name) or name in RESERVED_NAMES:
+                raise ValueError(f"variant name {name!r}: lower-case letters, digits and _ (at most 40, starting "
+                                 f"with a letter), not {' or '.join(RESERVED_NAMES)}")
         return v
 
 
@@ -169,6 +176,10 @@ class EvaluateParams(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     pieapp_stride: Annotated[Int, Field(gt=0, le=64)] = Field(
         32, description="PieAPP metric: stride of the 64x64 patches (whole image covered; 64 = no overlap, faster)")
+    paired: tuple[str, str] | None = Field(
+        ("l1_vgg", "l1_vgg_pieapp"),
+        description="[A, B]: the paired-difference table reports B - A on the same images (variants or psnr; "
+                    "null = no paired table)")
 
 
 class QualityParams(_Section):
@@ -249,6 +260,32 @@ class Params(_Section):
             raise ValueError(f"pretrain.hr_size ({self.pretrain.hr_size}) must be divisible by data.scale "
                              f"({self.data.scale})")
         return self
+
+    @model_validator(mode="after")
+    def _paired_models(self) -> Params:
+        if self.evaluate.paired is not None:
+            known = [PSNR_MODEL, *self.loss.variants]
+            bad = [m for m in self.evaluate.paired if m not in known]
+            if bad or self.evaluate.paired[0] == self.evaluate.paired[1]:
+                raise ValueError(f"evaluate.paired {list(self.evaluate.paired)}: two different models of "
+                                 f"{known} (the keys of loss.variants, or {PSNR_MODEL})")
+        return self
+
+    @property
+    def variants(self) -> list[str]:
+        """The GAN variants, in params order: the keys of ``loss.variants`` (the one definition)."""
+        return list(self.loss.variants)
+
+    @property
+    def models(self) -> list[str]:
+        """Every trained model a pipeline run makes: the psnr stage's, then each variant's."""
+        return [PSNR_MODEL, *self.loss.variants]
+
+    def check_variant(self, variant: str, option: str = "--variant") -> str:
+        """``variant`` if it is a key of ``loss.variants``, else a ParamsError naming the defined ones."""
+        if variant not in self.loss.variants:
+            raise ParamsError(f"{option} {variant!r}: not a key of loss.variants; defined: {', '.join(self.variants)}")
+        return variant
 
     def flat(self) -> dict[str, Any]:
         """Dotted-key view of every param (for MLflow params and logs)."""

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from facesr.config import PSNR_MODEL, Params
+from facesr.config import BASELINE, PSNR_MODEL, Params
 from facesr.data.dataset import TestPair, load_test_pairs
 from facesr.errors import InputError, UserError
 from facesr.fsutil import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file, tree_hash
@@ -36,7 +36,6 @@ from facesr.stats import LOWER_IS_BETTER, bootstrap_ci, paired_bootstrap
 
 log = logging.getLogger(__name__)
 
-BASELINE = "bicubic"
 BICUBIC_NOTE = "bicubic = PIL Image.resize(..., Image.BICUBIC) x scale of the LR test image (the same bicubic family as the LR operator)"
 FORMAT = "facesr.eval/1"
 # NIQE, Ma and PI are computed on the whole test images (test/full_lr upscaled, compared with nothing): the LR is

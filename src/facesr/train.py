@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facesr import checkpoint, locks
-from facesr.config import PSNR_MODEL, VARIANTS, Params
+from facesr.config import PSNR_MODEL, Params
 from facesr.errors import FacesrError, InputError, Interrupted, ParamsError, UserError
 from facesr.fsutil import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
 
@@ -478,10 +478,8 @@ def train(
     if variant == PSNR_MODEL:
         if params.train.init_from:
             params = params.model_copy(update={"train": params.train.model_copy(update={"init_from": None})})
-    elif variant not in VARIANTS:
-        raise UserError(f"--variant {variant!r}: unknown variant; allowed: {', '.join(VARIANTS)}")
-    elif variant not in params.loss.variants:
-        raise ParamsError(f"loss.variants: no weights for variant {variant!r}; defined: {sorted(params.loss.variants)}")
+    else:
+        params.check_variant(variant)
     # one writer per --out (rank 0 of a DDP run holds it for all ranks): a second `facesr train` gets exit 2
     verb = "facesr pretrain" if variant == PSNR_MODEL else "facesr train"
     lock = (locks.exclusive(locks.lock_file_for(out), f"--out {out}", command=verb,

@@ -7,12 +7,11 @@ from pathlib import Path
 import click
 
 from facesr.cli.main import cli, pass_app
-from facesr.config import VARIANTS
 
 
 @cli.command()
 @click.option("--variant", "variants", multiple=True, metavar="NAME",
-              help=f"variant(s) to measure (repeatable; default: all): {' | '.join(VARIANTS)}")
+              help="variant(s) to measure, keys of loss.variants (repeatable; default: all)")
 @click.option("--steps", default=3, show_default=True, type=int, help="timed training steps per configuration")
 @click.option("--warmup", default=1, show_default=True, type=int,
               help="untimed steps first (the first also counts the FLOPs)")

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from facesr.cli.main import cli, pass_app
-from facesr.config import PSNR_MODEL, VARIANTS
+from facesr.config import PSNR_MODEL
 
 _DATA = click.option("--data", "data", required=True, type=click.Path(path_type=Path),
                      help="prepared folder (output of `facesr prepare`)")
@@ -58,7 +58,7 @@ def pretrain(app, data: Path, out: Path, resume: bool, restart_if_changed: bool,
 
 @cli.command()
 @_DATA
-@click.option("--variant", required=True, metavar="NAME", help=f"loss variant: {' | '.join(VARIANTS)}")
+@click.option("--variant", required=True, metavar="NAME", help="loss variant: a key of loss.variants (params.yaml)")
 @_OUT
 @click.option("--init-from", "init_from", type=click.Path(path_type=Path), default=None,
               help="start from this generator (the `facesr pretrain` model folder; also a .safetensors file or a "

@@ -19,7 +19,7 @@ from typing import Any, List, NamedTuple  # noqa: UP035 - KFP reads these annota
 from kfp import compiler, dsl
 from kfp import kubernetes as k8s
 
-from facesr.config import VARIANTS, Params
+from facesr.config import Params
 from facesr.errors import UserError
 from facesr.fsutil import atomic_write_text
 from facesr.kfp.components import make_components
@@ -72,7 +72,7 @@ def build_pipeline(params: Params) -> Callable[..., Any]:
     ops = make_components(params.pipeline.image)
     pvc = params.pipeline.checkpoint_pvc
     nproc = params.pipeline.gpu.count  # processes per training pod: one per GPU it asks for (torchrun when > 1)
-    default_variants = [v for v in VARIANTS if v in params.loss.variants] or list(VARIANTS)
+    default_variants = params.variants
 
     @dsl.pipeline(
         name=params.pipeline.name,
@@ -183,9 +183,8 @@ def pipeline_arguments(
     ``profile`` is the active profile, ``overrides`` the CLI's ``--set`` items (without ``profile=``, which the
     profile argument carries), ``params_text`` the params file to use instead of the image's (empty = the image's).
     """
-    bad = [v for v in variants or () if v not in VARIANTS]
-    if bad:
-        raise UserError(f"--variant {bad[0]!r}: unknown variant; allowed: {', '.join(VARIANTS)}")
+    for v in variants or ():
+        params.check_variant(v)
     args: dict[str, Any] = {
         "source": source or params.data.source,
         "data_version": data_version,
