@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import json
 import logging
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from facesr.errors import DiskFullError, UserError
+from facesr.locks import pid_alive, try_flock
 
 log = logging.getLogger(__name__)
 
@@ -169,27 +169,6 @@ def _host_tag() -> str:
     return "".join(c if c.isalnum() or c in "._" else "_" for c in socket.gethostname()) or "host"
 
 
-def _lock(fd: int, block: bool) -> bool | None:
-    """flock ``fd``: True when taken, False when another process holds it, None when the file system has no locks."""
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
-        return True
-    except BlockingIOError:
-        return False
-    except OSError:
-        return None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _temporary_owner(name: str, final_name: str) -> tuple[str, str, int | None] | None:
     """``(tag, host, pid)`` when ``name`` is a temporary of the output ``final_name`` (None: not one of its own)."""
     for tag in (_TMP_TAG, _OLD_TAG):
@@ -234,7 +213,7 @@ def clean_stale_temporaries(final: str | os.PathLike[str]) -> list[Path]:
         try:
             # free lock (or no locks here) and, where the name has one, a pid that is gone: a pid alone can be reused,
             # a lock alone has a moment between mkdtemp and flock
-            if _lock(fd, block=False) is False or (pid is not None and _pid_alive(pid)):
+            if try_flock(fd) is False or (pid is not None and pid_alive(pid)):
                 continue
             if tag == _OLD_TAG and not os.path.lexists(final):
                 os.replace(p, final)
@@ -284,7 +263,7 @@ def atomic_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
     lock_fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
     old_fd: int | None = None
     try:
-        _lock(lock_fd, block=False)  # held to the end: another run's cleanup sees that this folder is alive
+        try_flock(lock_fd)  # held to the end: another run's cleanup sees that this folder is alive
         os.chmod(tmp, dir_mode())
         try:
             yield tmp
@@ -307,7 +286,7 @@ def atomic_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
                 # so that no other run's cleanup takes it for a stale .old- folder; never blocks: ``final`` may be
                 # the temporary of an enclosing atomic_dir of this very process (a model folder written inside a
                 # training folder's temporary), whose lock is already held
-                _lock(old_fd, block=False)
+                try_flock(old_fd)
             old = Path(tempfile.mkdtemp(prefix=f".{final.name}{_OLD_TAG}{_host_tag()}-{os.getpid()}-",
                                         dir=final.parent))
             old.rmdir()

@@ -48,6 +48,29 @@ def process_start(pid: int) -> str | None:
     return stat.rsplit(")", 1)[-1].split()[19]  # fields after "(comm)": state is field 3, starttime field 22
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host (one that is not ours to signal counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def try_flock(fd: int) -> bool | None:
+    """Take an exclusive flock on ``fd`` without waiting: True when taken, False when another process holds it, None
+    when the file system has no locks."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    except OSError:
+        return None
+
+
 def owner_token(pid: int | None = None) -> str:
     """``host:pid:start`` of this (or ``pid``'s) process, for records that outlive it (lock files, MLflow run tags)."""
     pid = os.getpid() if pid is None else pid
@@ -63,12 +86,8 @@ def owner_alive(token: str) -> bool | None:
         return None
     if host != socket.gethostname():
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not pid_alive(pid):
         return False
-    except PermissionError:
-        pass
     now = process_start(pid)
     return not (start != "?" and now is not None and now != start)
 
@@ -100,7 +119,7 @@ def exclusive(lock_file: str | os.PathLike[str], what: str, *, wait: float = 0.0
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a file system without locks raises: no silent lock
         except BlockingIOError:
             holder = _holder(fd)
             os.close(fd)
@@ -131,4 +150,5 @@ def exclusive(lock_file: str | os.PathLike[str], what: str, *, wait: float = 0.0
         os.close(fd)
 
 
-__all__ = ["LockHeldError", "exclusive", "lock_file_for", "owner_alive", "owner_token", "process_start"]
+__all__ = ["LockHeldError", "exclusive", "lock_file_for", "owner_alive", "owner_token", "pid_alive", "process_start",
+           "try_flock"]
