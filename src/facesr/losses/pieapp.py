@@ -1,7 +1,6 @@
 """PieAPP loss: a differentiable, whole-image, sign-safe PieAPP term for the generator.
 
-Fixes the predecessor's term (``abs(x.mean()).item()``: a Python float with gradients off, and one 64x64 patch of a
-128x128 image), see docs/models.md:
+What the term guarantees (docs/models.md):
 
 * gradient: computed with autograd on, back to the generator (the PieAPP network itself is frozen);
 * coverage: 64x64 patches on a ``loss.pieapp_stride`` grid plus a last row/column at ``H-64`` / ``W-64``, so every

@@ -8,7 +8,7 @@ shape ``[N, 1]`` (the relativistic-average loss in ``facesr.losses.adversarial``
 * ``skip_relu`` -- the paper's discriminator: the same VGG-style encoder with ReLU activations, plus skip connections
   that carry features from *every* scale to the classifier: each stage's feature map is global-average- and
   max-pooled, and these vectors are concatenated with the flattened last map before the MLP head (ReLU). This is the
-  "pooled features from every scale concatenated into the classifier" design of the predecessor's public code; we
+  "pooled features from every scale concatenated into the classifier" design of the paper's public code; we
   chose it over Real-ESRGAN's U-Net because it keeps one logit per image (the paper's relativistic-average formulation
   on image-level scores), is a small change to the ESRGAN baseline (a clean ablation), and lets low-level texture
   statistics from the high-resolution stages reach the decision directly.

@@ -5,7 +5,7 @@ scores equal ``piq.PieAPP``'s on the same state dict and the same patches -- tes
 
 * patches: ``patch_positions`` covers the whole image -- a grid with the given stride plus a last patch at
   ``H - 64`` (``W - 64``) when the stride does not land there (piq's ``unfold`` drops the border remainder);
-* gradients flow to the distorted input (piq needs ``enable_grad=True``; the predecessor's code cut them);
+* gradients flow to the distorted input (piq needs ``enable_grad=True``);
 * ``score(x, ref)`` returns one score per image, the weighted mean of patch scores (piq's formula).
 
 PieAPP scores predict the perceptual error of ``x`` w.r.t. ``ref``: higher = worse, and they can be negative. For two
