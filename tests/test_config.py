@@ -251,3 +251,43 @@ def test_variants_are_the_keys_of_loss_variants(params_file: Path) -> None:
     with pytest.raises(ParamsError, match="not a key of loss.variants; defined: .*l1_only"):
         p.check_variant("nope")
     assert load_params(params_file, overrides=["evaluate.paired=null"]).evaluate.paired is None
+
+
+def test_params_resolve_writes_the_merged_params_dvc_tracks(params_file: Path, tmp_path: Path, capsys) -> None:
+    """`facesr params resolve --out F` (the DVC stage `params`): F holds exactly config.py's merge of the profile,
+    and reads back as the same params."""
+    from facesr.cli.main import main
+
+    out = tmp_path / "outputs" / "params.yaml"
+    assert main(["--params", str(params_file), "--profile", "ci", "params", "resolve", "--out", str(out)]) == 0
+    written = yaml.safe_load(out.read_text())
+    expected = load_params(params_file, profile="ci")
+    assert written == expected.model_dump(mode="json")
+    assert written["profile"] == "ci" and written["train"]["max_steps"] == expected.train.max_steps
+    assert Params.model_validate(written).hash() == expected.hash()
+    assert "profile ci" in capsys.readouterr().out
+    # `facesr params` without a sub-command still prints them
+    assert main(["--params", str(params_file), "--profile", "ci", "params"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out) == written
+
+
+def test_params_resolve_refuses_variants_the_train_stages_would_not_have(params_file: Path, tmp_path: Path,
+                                                                          capsys) -> None:
+    """DVC's train stages are the top-level keys of loss.variants: a profile (or --set) adding one is exit 2."""
+    from facesr.cli.main import main
+
+    raw = load_raw(params_file)
+    raw["profiles"]["ci"]["loss"] = {"variants": {"l1_gan": {"gan": 0.005}}}
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "resolved.yaml"
+    assert main(["--params", str(bad), "--profile", "ci", "params", "resolve", "--out", str(out)]) == 2
+    assert "l1_gan" in capsys.readouterr().err and not out.exists()
+    assert main(["--params", str(params_file), "--set", "loss.variants.x.gan=0.1", "params", "resolve", "--out",
+                 str(out)]) == 2
+    assert not out.exists()
+    # a profile may change a variant's weights
+    raw["profiles"]["ci"]["loss"] = {"variants": {"l1_vgg": {"gan": 0.01}}}
+    bad.write_text(yaml.safe_dump(raw))
+    assert main(["--params", str(bad), "--profile", "ci", "params", "resolve", "--out", str(out)]) == 0
+    assert yaml.safe_load(out.read_text())["loss"]["variants"]["l1_vgg"]["gan"] == 0.01

@@ -1,13 +1,15 @@
 """The DVC pipeline end to end, in a temporary git repository made from this project's files.
 
-One module-scoped project runs the whole pipeline once (`dvc exp run -S profile=ci`, which also checks that
-`profiles.${profile}.*` re-renders after -S); the tests then check what a second repro, a parameter change and a
-push/pull through an S3-compatible server (moto) do. facesr comes from this interpreter's venv; MLflow writes to a
-SQLite file in the temporary folder.
+One module-scoped project, with a third GAN variant added to params.yaml (a params edit, no code change), runs the
+whole pipeline once (`dvc exp run -S profile=ci`: the stages track the resolved params of the profile -S chose); the
+tests then check that the third variant was trained, evaluated and registered, and what a second repro, parameter
+changes and a push/pull through an S3-compatible server (moto) do. facesr comes from this interpreter's venv; MLflow
+writes to a SQLite file in the temporary folder.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -25,8 +27,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-STAGES = {"ingest", "prepare", "pretrain", "train@l1_vgg", "train@l1_vgg_pieapp", "evaluate", "register", "promote"}
-DOWNSTREAM_OF_TRAIN = {"train@l1_vgg", "train@l1_vgg_pieapp", "evaluate", "register", "promote"}
+#: the variant the test adds to params.yaml (GAN + L1, no perceptual loss: the cheapest to train)
+THIRD = "l1_gan"
+VARIANTS = ("l1_vgg", "l1_vgg_pieapp", THIRD)
+TRAINS = {f"train@{v}" for v in VARIANTS}
+STAGES = {"params", "ingest", "prepare", "pretrain", *TRAINS, "evaluate", "register", "promote"}
+DOWNSTREAM_OF_TRAIN = {*TRAINS, "evaluate", "register", "promote"}
+RESOLVED = "outputs/params.yaml"
 
 if shutil.which("dvc", path=str(BIN)) is None or shutil.which("facesr", path=str(BIN)) is None:
     pytest.skip(f"dvc and facesr must be installed next to {sys.executable}", allow_module_level=True)
@@ -110,6 +117,9 @@ def project(tmp_path_factory):
     env = _env(tmp)
     raw = yaml.safe_load((root / "params.yaml").read_text())
     assert raw["profile"] != "ci", "the test switches to ci with -S; params.yaml must start on another profile"
+    assert THIRD not in raw["loss"]["variants"]
+    raw["loss"]["variants"][THIRD] = {"pixel": 0.01, "perceptual": 0.0, "gan": 0.005, "pieapp": 0.0}
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     _run(["git", "init", "-q", "-b", "main"], root, env)
     if not (root / ".dvc" / "config").exists():
         _run(["dvc", "init", "-q"], root, env)
@@ -123,25 +133,81 @@ def test_exp_run_switches_profile_and_runs_every_stage(project):
     root = project["root"]
     assert _ran(project["first"]) == STAGES
     assert yaml.safe_load((root / "params.yaml").read_text())["profile"] == "ci"
+    # the stages track the params config.py resolved for the profile -S chose: ci's values, not demo's
+    resolved = yaml.safe_load((root / RESOLVED).read_text())
+    assert resolved["profile"] == "ci" and resolved["train"]["max_steps"] == 3
     lock = _lock(root)
-    for variant in ("l1_vgg", "l1_vgg_pieapp"):
-        tracked = lock["stages"][f"train@{variant}"]["params"]["params.yaml"]
-        # ${profile} re-rendered after -S: the ci sections are tracked, not the demo ones
-        assert "profiles.ci.train" in tracked and not any(k.startswith("profiles.demo") for k in tracked)
-        assert tracked["profiles.ci.train"]["max_steps"] == 3
+    for variant in VARIANTS:
+        tracked = lock["stages"][f"train@{variant}"]["params"][RESOLVED]
+        assert tracked["train"]["max_steps"] == 3 and tracked["model"]["generator"]["num_feat"] == 8
+        assert tracked[f"loss.variants.{variant}"] == resolved["loss"]["variants"][variant]
         meta = json.loads((root / f"outputs/train/{variant}/model/model.json").read_text())
         assert meta["variant"] == variant and meta["num_feat"] == 8  # the ci generator, not demo's 32
         assert (root / f"outputs/train/{variant}/checkpoints/last.pt").is_file()  # kept for --resume, not an out
     metrics = json.loads((root / "outputs/eval/metrics.json").read_text())
-    assert {"l1_vgg", "l1_vgg_pieapp"} <= set(metrics)
+    assert list(metrics) == ["bicubic", "psnr", *VARIANTS]
     assert (root / "outputs/eval/table.md").read_text().strip()
     assert any((root / "outputs/eval/grids").glob("*.png"))
     receipt = (root / "outputs/registry/register.txt").read_text()
-    assert re.search(r"registered facesr v\d+ \((psnr|l1_vgg|l1_vgg_pieapp)\) as 'challenger'", receipt), receipt
+    assert re.search(r"registered facesr v\d+ \(([a-z0-9_]+)\) as 'challenger'", receipt), receipt
     assert (root / "outputs/registry/promote.txt").read_text().startswith(("PROMOTED", "REFUSED"))
     # DVC reads our metrics and plots
     shown = _run(["dvc", "metrics", "show", "--json"], root, project["env"])
     assert "outputs/eval/metrics.json" in shown
+
+
+def test_a_variant_added_in_params_is_trained_evaluated_shown_and_registered(project):
+    """The third variant came from a params.yaml edit alone: its train stage, a row of the table, a column of the
+    grids and per-image scores, and a training run in MLflow (register logs every model it is given)."""
+    root = project["root"]
+    meta = json.loads((root / f"outputs/train/{THIRD}/model/model.json").read_text())
+    assert meta["variant"] == THIRD and meta["init_sha256"]  # started from the psnr model
+    table = (root / "outputs/eval/table.md").read_text()
+    assert re.search(rf"^\| {THIRD} \|", table, re.M), table
+    with open(root / "outputs/eval/per_image.csv") as f:
+        rows_by_model = {}
+        for row in csv.DictReader(f):
+            rows_by_model.setdefault(row["model"], []).append(row)
+    assert list(rows_by_model) == ["bicubic", "psnr", *VARIANTS]
+    assert len(rows_by_model[THIRD]) == len(rows_by_model["bicubic"]) > 0
+    manifest = json.loads((root / "outputs/eval/manifest.json").read_text())
+    assert list(manifest["inputs"]["models"]) == ["bicubic", "psnr", *VARIANTS]  # the grid columns, in order
+    assert manifest["inputs"]["models"][THIRD]["variant"] == THIRD and manifest["grids"]
+    receipt = (root / "outputs/registry/register.txt").read_text()
+    assert re.search(rf"run train/{THIRD} +[0-9a-f]{{32}}", receipt), receipt
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=project["env"]["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name("facesr")
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`mlflow.runName` = 'train/{THIRD}'")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+
+
+def test_the_resolved_params_decide_what_reruns(project):
+    """A profile override of a key the L1 stage reads re-runs pretrain and every training; removing a variant
+    re-runs evaluate and register (which take every model of the params) and leaves the other trainings alone."""
+    root, env = project["root"], project["env"]
+    params_file = root / "params.yaml"
+    text = params_file.read_text()
+    raw = yaml.safe_load(text)
+
+    def status_after(edit) -> set[str]:
+        data = yaml.safe_load(text)
+        edit(data)
+        params_file.write_text(yaml.safe_dump(data, sort_keys=False))
+        _run(["dvc", "repro", "params"], root, env)
+        return set(json.loads(_run(["dvc", "status", "--json"], root, env)))
+
+    try:
+        assert raw["profiles"]["ci"]["train"]["log_every"] == 1
+        changed = status_after(lambda d: d["profiles"]["ci"]["train"].update(log_every=2))
+        assert changed == {"pretrain", *TRAINS}, changed
+        changed = status_after(lambda d: d["loss"]["variants"].pop(THIRD))
+        assert changed == {"evaluate", "register"}, changed
+    finally:
+        params_file.write_text(text)
+        _run(["dvc", "repro", "params"], root, env)
+    assert "up to date" in _run(["dvc", "status"], root, env)
 
 
 def test_second_repro_runs_nothing(project):
@@ -178,7 +244,7 @@ def test_push_to_s3_and_pull_into_a_fresh_clone(project, tmp_path):
         _run(["git", "clone", "-q", str(root), str(clone)], tmp_path, env)
         assert not (clone / "data" / "prepared").exists()
         _run(["dvc", "pull", "-r", "s3"], clone, env)
-        rels = ["data/raw", "data/prepared", "outputs/train/l1_vgg/model", "outputs/train/l1_vgg_pieapp/model",
+        rels = ["data/raw", "data/prepared", RESOLVED, *(f"outputs/train/{v}/model" for v in VARIANTS),
                 "outputs/eval/metrics.json", "outputs/eval/grids"]
         original, pulled = _digest_tree(root, rels), _digest_tree(clone, rels)
         assert original and pulled == original
@@ -197,26 +263,26 @@ def test_interrupted_training_resumes_from_its_checkpoint(project):
     (root / "outputs/train/l1_vgg/train_summary.json").unlink()
     out = _run(["dvc", "repro"], root, env)
     ran = _ran(out)
-    assert "train@l1_vgg" in ran and not ran & {"ingest", "prepare", "train@l1_vgg_pieapp"}
+    assert "train@l1_vgg" in ran and not ran & {"params", "ingest", "prepare", "train@l1_vgg_pieapp", f"train@{THIRD}"}
     assert "resumed outputs/train/l1_vgg from step" in out
     assert _gen_sha(root, "l1_vgg") == before
 
 
 def test_training_param_change_reruns_training_evaluation_registration_only(project):
     root, env = project["root"], project["env"]
-    before = {v: _gen_sha(root, v) for v in ("l1_vgg", "l1_vgg_pieapp")}
+    before = {v: _gen_sha(root, v) for v in VARIANTS}
     prepared_md5 = next(o["md5"] for o in _lock(root)["stages"]["prepare"]["outs"])
     ci_train = yaml.safe_load((root / "params.yaml").read_text())["profiles"]["ci"]["train"]
     # `+key=value` adds a key the profile does not set yet (Hydra override syntax), `key=value` changes one
     setting = ("" if "lr_g" in ci_train else "+") + "profiles.ci.train.lr_g=0.0005"
     out = _run(["dvc", "exp", "run", "-S", setting], root, env, timeout=900)
-    assert _ran(out) == DOWNSTREAM_OF_TRAIN
+    assert _ran(out) == {"params", *DOWNSTREAM_OF_TRAIN}  # params: the resolved file is written again
     assert "resumed" not in out  # the previous run's checkpoint was made with other params: not continued
     assert "Stage 'ingest' didn't change" in out and "Stage 'prepare' didn't change" in out
     assert "Stage 'pretrain' didn't change" in out  # a GAN-only change keeps the shared psnr model
     assert next(o["md5"] for o in _lock(root)["stages"]["prepare"]["outs"]) == prepared_md5
     # a real re-training with the new learning rate, not a resume of the previous run's finished checkpoint
-    after = {v: _gen_sha(root, v) for v in ("l1_vgg", "l1_vgg_pieapp")}
+    after = {v: _gen_sha(root, v) for v in VARIANTS}
     assert all(after[v] != before[v] for v in before)
 
 
@@ -234,7 +300,7 @@ def test_main_script_on_a_finished_pipeline_runs_nothing_and_prints_the_results(
     assert _ran(out) == set()
     assert (root / "outputs/eval/table.md").read_text().strip() in out
     assert "outputs/eval/grids/" in out
-    assert re.search(r"registered facesr v\d+ \((psnr|l1_vgg(_pieapp)?)\) as 'challenger'", out)
+    assert re.search(r"registered facesr v\d+ \([a-z0-9_]+\) as 'challenger'", out)
     assert re.search(r"PROMOTED|REFUSED", out)
     assert re.search(r"registry version +facesr v\d+ \(aliases: [a-z, ]*(champion|challenger)", out)  # lineage
     assert (root / ".dvc-remote").is_dir() and any((root / ".dvc-remote").rglob("*"))  # pushed to the local remote
@@ -249,7 +315,7 @@ def test_a_change_to_the_lr_operator_reruns_preparation_and_training(project):
         op.write_text(text + "\n# changed\n")
         status = _run(["dvc", "status", "--json"], root, env)
         changed = set(json.loads(status))
-        assert {"prepare", "pretrain", "train@l1_vgg", "train@l1_vgg_pieapp"} <= changed, status
+        assert {"prepare", "pretrain", *TRAINS} <= changed, status
     finally:
         op.write_text(text)
     assert "up to date" in _run(["dvc", "status"], root, env)

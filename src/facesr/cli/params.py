@@ -1,24 +1,58 @@
-"""`facesr params`: print the resolved params (profile and --set applied)."""
+"""`facesr params`: print the resolved params (profile and --set applied); `facesr params resolve --out FILE` writes
+them for the DVC stages, which track their keys in that file (docs/dvc.md, "Params: what re-runs when")."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 import yaml
 
 from facesr.cli.main import AppContext, cli, pass_app
+from facesr.config import Params, load_raw
+from facesr.errors import ParamsError
+from facesr.fsutil import atomic_write_text
 
 
-@cli.command("params")
+@cli.group("params", invoke_without_command=True)
 @click.option("--flat", is_flag=True, help="one dotted key per line")
 @click.option("--hash", "show_hash", is_flag=True, help="print only the params hash")
-@pass_app
-def params_cmd(app: AppContext, flat: bool, show_hash: bool) -> None:
+@click.pass_context
+def params_cmd(ctx: click.Context, flat: bool, show_hash: bool) -> None:
     """Show the validated params of the active profile, after --set overrides."""
-    p = app.params
+    if ctx.invoked_subcommand is not None:
+        return
+    p = ctx.find_object(AppContext).params
     if show_hash:
         click.echo(p.hash())
     elif flat:
         for k, v in p.flat().items():
             click.echo(f"{k}={v}")
     else:
-        click.echo(yaml.safe_dump(p.model_dump(mode="json"), sort_keys=False).rstrip())
+        click.echo(resolved_yaml(p).rstrip())
+
+
+def resolved_yaml(p: Params) -> str:
+    return yaml.safe_dump(p.model_dump(mode="json"), sort_keys=False)
+
+
+def check_stage_variants(app: AppContext) -> None:
+    """DVC makes one train stage per key of the params file's top-level ``loss.variants`` (``foreach``, before any
+    profile applies): the resolved variants must be those keys, or a variant would be trained by no stage."""
+    raw = load_raw(app.params_path).get("loss") or {}
+    top = list((raw.get("variants") if isinstance(raw, dict) else None) or {})
+    if top != app.params.variants:
+        raise ParamsError(f"loss.variants: the active profile or --set makes the variants {app.params.variants}, "
+                          f"but the pipeline's train stages come from the top-level keys {top}: define variants at "
+                          "the top level of the params file (a profile may change their weights)")
+
+
+@params_cmd.command("resolve")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="file to write (atomically): the whole resolved params, as `facesr params` prints them")
+@pass_app
+def resolve_cmd(app: AppContext, out: Path) -> None:
+    """Write the resolved params (profile and --set applied, validated) for the DVC stages to track."""
+    check_stage_variants(app)
+    atomic_write_text(out, resolved_yaml(app.params))
+    click.echo(f"params of profile {app.params.profile} (hash {app.params.hash()[:12]}) -> {out}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from facesr.cli.common import echo_kv, parse_named_dirs
+from facesr.cli.common import echo_kv, models_from_option, named_models
 from facesr.cli.main import cli, pass_app
 
 
@@ -15,16 +15,18 @@ REFUSED_EXIT = 3  # `facesr promote --exit-code`: the challenger was refused
 @cli.command()
 @click.option("--eval", "eval_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="the evaluate output folder (metrics.json, per_image.csv, ...)")
-@click.option("--model", "models", multiple=True, required=True, metavar="NAME=DIR",
+@click.option("--model", "models", multiple=True, metavar="NAME=DIR",
               help="a training output folder per variant (repeatable), named as in evaluate")
+@models_from_option
 @click.option("--data", "data", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="prepared data folder (its hash is recorded when dvc.lock does not have it)")
 @pass_app
-def register(app, eval_dir, models, data) -> None:
+def register(app, eval_dir, models, models_from, data) -> None:
     """Log the pipeline run to MLflow and register the better variant with alias 'challenger'."""
     from facesr import registry
 
-    res = registry.register(app.params, eval_dir, parse_named_dirs(models), data=data)
+    named = named_models(app.params, models, models_from, required=True)
+    res = registry.register(app.params, eval_dir, named, data=data)
     verb = "already registered (same weights, evaluation, data and params)" if res.reused else "registered"
     echo_kv(f"{verb} {res.name} v{res.version} ({res.variant}) as '{registry.CHALLENGER}'", {
         "model uri": f"models:/{res.name}/{res.version}",
