@@ -1,7 +1,12 @@
 """Evaluate: score the bicubic baseline and each model on the fixed test pairs; tables, intervals, grids.
 
 Outputs (one atomic folder): metrics.json (DVC metrics form), per_image.csv, table.md (the paper's Table 1 layout with
-paired bootstrap intervals of l1_vgg_pieapp - l1_vgg), grids/*.png, manifest.json. See docs/evaluation.md.
+paired bootstrap intervals of B - A for ``evaluate.paired = [A, B]``), paired_differences.json, grids/*.png,
+manifest.json. See docs/evaluation.md.
+
+The models run through the one forward pass of ``facesr.infer`` (``load_model``, ``upscale_images``: clamped to
+[0, 1] and rounded ``floor(255 y + 0.5)``, as ``facesr upscale`` writes them); the baseline is
+``facesr.data.degrade.bicubic_upscale``. The device is ``evaluate.device`` (``facesr.device.resolve_device``).
 
 Helpers the registry's promotion gate uses: ``paired_bootstrap(a, b, n, seed)``, ``load_per_image(eval_dir)``,
 ``paired_scores(per_a, per_b)``.
@@ -10,6 +15,7 @@ Helpers the registry's promotion gate uses: ``paired_bootstrap(a, b, n, seed)``,
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import logging
 import math
@@ -23,10 +29,15 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from facesr import infer
 from facesr.config import BASELINE, PSNR_MODEL, Params
 from facesr.data.dataset import TestPair, load_test_pairs
+from facesr.data.degrade import bicubic_upscale
+from facesr.device import resolve_device
 from facesr.errors import InputError, UserError
-from facesr.fsutil import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file, tree_hash
+from facesr.fsutil import (atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text, check_output_folder,
+                           sha256_file, tree_hash)
+from facesr.models.io import model_location
 from facesr.metrics import METRICS
 from facesr.metrics.fidelity import psnr, ssim
 from facesr.metrics.ma import MA_MISSING_REASON, MA_NEEDS, MaMetric, pi_score
@@ -46,7 +57,7 @@ NIQE_MAX_LR_SIDE = 128
 TABLE_COLUMNS = [("psnr_y", "PSNR"), ("ssim_y", "SSIM"), ("lpips", "LPIPS*"), ("dmos", "DMOS*"), ("pi", "PI*"),
                  ("pieapp", "PieAPP*")]
 EXTRA_COLUMNS = [("psnr_rgb", "PSNR (RGB)"), ("ssim_rgb", "SSIM (RGB)"), ("niqe", "NIQE*"), ("ma", "Ma")]
-VARIANT_A, VARIANT_B = "l1_vgg", "l1_vgg_pieapp"
+Upscaler = Callable[[list[np.ndarray]], list[np.ndarray]]
 
 
 def load_per_image(eval_dir: str | Path) -> dict[str, dict[str, dict[str, float]]]:
@@ -80,13 +91,17 @@ def paired_scores(per_a: dict[str, float], per_b: dict[str, float]) -> tuple[lis
 # ---------------------------------------------------------------------------------------------------- inputs
 
 
-def load_pairs(data: Path) -> list[TestPair]:
-    """The fixed test pairs of a prepared folder, sorted by name."""
+def load_pairs(data: Path, scale: int) -> list[TestPair]:
+    """The fixed test pairs of a prepared folder, sorted by name; each HR must be ``scale`` x its LR."""
     if not data.is_dir():
         raise InputError(f"--data {data}: not a folder; expected the output folder of `facesr prepare`")
     pairs = load_test_pairs(data)
     if not pairs:
         raise InputError(f"{data}/test: no test pairs; expected test/hr/*.png and test/lr/*.png from `facesr prepare`")
+    for p in pairs:
+        if p.hr.shape[:2] != (p.lr.shape[0] * scale, p.lr.shape[1] * scale):
+            raise InputError(f"{data}/test: {p.name}: HR {p.hr.shape[:2]} is not {scale}x LR {p.lr.shape[:2]} "
+                             f"(data.scale = {scale})")
     return pairs
 
 
@@ -111,52 +126,25 @@ def load_full_lr(data: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------------------------------------------- upscalers
 
 
-def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
-    """The baseline: PIL BICUBIC upscaling by ``scale``."""
-    h, w = lr.shape[:2]
-    return np.asarray(Image.fromarray(lr).resize((w * scale, h * scale), Image.BICUBIC), dtype=np.uint8)
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("evaluate.device: 'cuda' but no CUDA device is available; allowed here: auto, cpu")
-    return torch.device(name)
-
-
-def model_path(path: Path) -> Path:
-    """A train output folder (OUT with OUT/model/) -> its model folder; a model folder or a .safetensors as given."""
-    return path / "model" if path.is_dir() and (path / "model").is_dir() else path
-
-
-def _load_generator(path: Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
-    from facesr.models.io import load_generator
-
-    return load_generator(model_path(path), device=device)
-
-
-def model_upscaler(model: torch.nn.Module, device: torch.device, batch_size: int) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
-    """uint8 HWC LR images -> uint8 HWC SR images (clamped to 0..1 and rounded to 8 bits, as saved images are)."""
-
-    from facesr.infer import forward, to_uint8
-
-    @torch.no_grad()
-    def run(lrs: list[np.ndarray]) -> list[np.ndarray]:
-        out: list[np.ndarray] = []
-        i = 0
-        while i < len(lrs):
-            # batch only images of the same size (the full test images differ)
-            j = i + 1
-            while j < len(lrs) and j - i < batch_size and lrs[j].shape == lrs[i].shape:
-                j += 1
-            x = torch.from_numpy(np.stack(lrs[i:j])).permute(0, 3, 1, 2).float().div(255).to(device)
-            y = to_uint8(forward(model, x)).permute(0, 2, 3, 1).cpu().numpy()  # the one forward pass (facesr.infer)
-            out.extend(list(y))
-            i = j
-        return out
-
-    return run
+def load_upscalers(params: Params, models: dict[str, Path],
+                   device: torch.device) -> tuple[dict[str, Upscaler], dict[str, dict[str, Any]]]:
+    """``({name: uint8 LR images -> uint8 SR images}, {name: provenance})``: bicubic first, then each model (loaded
+    with ``facesr.infer.load_model``, run by ``facesr.infer.upscale_images``); a model of another scale is an
+    InputError."""
+    scale = params.data.scale
+    upscalers: dict[str, Upscaler] = {BASELINE: lambda xs: [bicubic_upscale(x, scale) for x in xs]}
+    model_meta: dict[str, dict[str, Any]] = {BASELINE: {"method": BICUBIC_NOTE}}
+    for name, path in models.items():
+        lm = infer.load_model(path, params, device)
+        if lm.scale != scale:
+            raise InputError(f"--model {name}={path}: the model upscales x{lm.scale}, data.scale is {scale}")
+        upscalers[name] = functools.partial(infer.upscale_images, lm.model, device=device,
+                                            batch_size=params.evaluate.batch_size)
+        meta = lm.meta
+        model_meta[name] = {"path": str(path), "sha256": _input_hash(model_location(path)),
+                            "variant": meta.get("variant"), "untrained_weights": bool(meta.get("untrained_weights", False)),
+                            "steps": meta.get("steps"), "params_hash": meta.get("params_hash")}
+    return upscalers, model_meta
 
 
 # ---------------------------------------------------------------------------------------------------- scoring
@@ -307,7 +295,10 @@ def _cell(entry: dict[str, Any], metric: str) -> str:
 
 
 def render_table(metrics: dict[str, Any], diffs: dict[str, Any], status: dict[str, dict[str, Any]],
-                 model_meta: dict[str, dict[str, Any]], n_images: int, n_boot: int, hr_desc: str) -> str:
+                 model_meta: dict[str, dict[str, Any]], n_images: int, n_boot: int, hr_desc: str,
+                 paired: tuple[str, str] | None = None) -> str:
+    """table.md: the paper's Table 1 layout, the other metrics, the paired differences ``diffs`` of ``paired = (A,
+    B)`` (B - A) and the notes on weights and methods."""
     cols = [(m, t) for m, t in TABLE_COLUMNS if m in status]
     extra = [(m, t) for m, t in EXTRA_COLUMNS if m in status]
     lines = ["# Evaluation (the paper's Table 1 layout)", "",
@@ -325,20 +316,41 @@ def render_table(metrics: dict[str, Any], diffs: dict[str, Any], status: dict[st
     lines += table(cols)
     if extra:
         lines += ["", "Also computed:", ""] + table(extra)
-    if diffs:
-        lines += ["", f"## Paired difference {VARIANT_B} − {VARIANT_A} (same images; 95% paired bootstrap interval)", "",
-                  "| Metric | Mean difference | 95% interval | n | Interval excludes 0 | Better |", "|---|---|---|---|---|---|"]
-        for m, d in diffs.items():
-            if d["mean_diff"] is None:
-                lines.append(f"| {m} | n/a | n/a | 0 | no | |")
-                continue
-            better = ""
-            if d["significant"]:
-                lower_b = d["mean_diff"] < 0
-                better = VARIANT_B if (lower_b == (m in LOWER_IS_BETTER)) else VARIANT_A
-            lines.append(f"| {m} | {d['mean_diff']:+.4f} | [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}] | {d['n']} | "
-                         f"{'yes' if d['significant'] else 'no'} | {better} |")
+    if diffs and paired:
+        lines += _paired_table(diffs, *paired)
     lines += ["", "Notes:", "", f"- {BICUBIC_NOTE}."]
+    lines += _weights_notes(status)
+    lines.append(f"- NIQE, Ma and PI are computed on the whole test images (test/full_lr, centre-cropped to at most "
+                 f"{NIQE_MAX_LR_SIDE} px per side, upscaled), only where the output minus the border is at least "
+                 f"{NIQE_MIN_SIDE} px per side; on a 128x128 crop NIQE would be one 96x96 block (degenerate). Ma "
+                 "(higher is better) is Ma et al.'s NRQM as pyiqa computes it, on the rounded Y channel with border "
+                 "crop = scale (PIRM's PI convention).")
+    lines.append("- DMOS* is BRISQUE's predicted DMOS (piq; SVR trained on LIVE IQA DMOS): the paper does not name its predictor.")
+    if any(mm.get("untrained_weights") for mm in model_meta.values()):
+        lines.append("- † model trained with untrained (random) loss networks (VGG19/PieAPP): a pipeline check, not a result.")
+    return "\n".join(lines) + "\n"
+
+
+def _paired_table(diffs: dict[str, Any], a: str, b: str) -> list[str]:
+    """The paired-difference section of table.md: ``b - a`` per metric, and which is better where it is clear."""
+    lines = ["", f"## Paired difference {b} − {a} (same images; 95% paired bootstrap interval)", "",
+             "| Metric | Mean difference | 95% interval | n | Interval excludes 0 | Better |", "|---|---|---|---|---|---|"]
+    for m, d in diffs.items():
+        if d["mean_diff"] is None:
+            lines.append(f"| {m} | n/a | n/a | 0 | no | |")
+            continue
+        better = ""
+        if d["significant"]:
+            lower_b = d["mean_diff"] < 0
+            better = b if (lower_b == (m in LOWER_IS_BETTER)) else a
+        lines.append(f"| {m} | {d['mean_diff']:+.4f} | [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}] | {d['n']} | "
+                     f"{'yes' if d['significant'] else 'no'} | {better} |")
+    return lines
+
+
+def _weights_notes(status: dict[str, dict[str, Any]]) -> list[str]:
+    """One note per metric with weights: the file used (and whether it is the published one), or why not."""
+    lines = []
 
     def weights_file(prov: dict[str, Any]) -> str:
         check = str(prov.get("check", "ok"))
@@ -356,15 +368,7 @@ def render_table(metrics: dict[str, Any], diffs: dict[str, Any], status: dict[st
             if st.get("settings"):
                 what += " (" + ", ".join(f"{k} {v}" for k, v in st["settings"].items()) + ")"
             lines.append(f"- {m}: {what}")
-    lines.append(f"- NIQE, Ma and PI are computed on the whole test images (test/full_lr, centre-cropped to at most "
-                 f"{NIQE_MAX_LR_SIDE} px per side, upscaled), only where the output minus the border is at least "
-                 f"{NIQE_MIN_SIDE} px per side; on a 128x128 crop NIQE would be one 96x96 block (degenerate). Ma "
-                 "(higher is better) is Ma et al.'s NRQM as pyiqa computes it, on the rounded Y channel with border "
-                 "crop = scale (PIRM's PI convention).")
-    lines.append("- DMOS* is BRISQUE's predicted DMOS (piq; SVR trained on LIVE IQA DMOS): the paper does not name its predictor.")
-    if any(mm.get("untrained_weights") for mm in model_meta.values()):
-        lines.append("- † model trained with untrained (random) loss networks (VGG19/PieAPP): a pipeline check, not a result.")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _label_font() -> ImageFont.ImageFont:
@@ -421,46 +425,12 @@ def no_score_reason(metric: str, n_large: int) -> str:
             "(NIQE and Ma fit statistics of image structure; a constant image has none)")
 
 
-def evaluate(params: Params, data: Path, models: dict[str, Path], out: Path) -> dict[str, Any]:
-    """Score the bicubic baseline and each model; write the eval folder; return the metrics dict (metrics.json)."""
-    t0 = time.time()
-    data, out = Path(data), Path(out)
-    # rows and grid columns: bicubic, the psnr stage's model, then the others in the order given
-    models = {k: Path(v) for k, v in sorted(models.items(), key=lambda kv: kv[0] != PSNR_MODEL)}
-    _model_inputs(models)
-    from facesr.fsutil import check_output_folder  # what --out may be: docs/data.md
-
-    check_output_folder(out, markers={"manifest.json": {FORMAT}}, inputs=[data, *models.values()],
-                        kind="evaluation folder made by `facesr evaluate`")
-    pairs = load_pairs(data)
-    names = [p.name for p in pairs]
-    lrs, hrs = [p.lr for p in pairs], [p.hr for p in pairs]
-    scale = params.data.scale
-    for p in pairs:
-        if p.hr.shape[:2] != (p.lr.shape[0] * scale, p.lr.shape[1] * scale):
-            raise InputError(f"{data}/test: {p.name}: HR {p.hr.shape[:2]} is not {scale}x LR {p.lr.shape[:2]} "
-                             f"(data.scale = {scale})")
-    full_lr = load_full_lr(data, names)
-    full_names = list(full_lr)
-    device = _device(params.evaluate.device)
-    scorer = Scorer(params, device)
-    status = scorer.status()
-    n_boot, seed = params.evaluate.bootstrap, params.seed
-
-    upscalers: dict[str, Callable[[list[np.ndarray]], list[np.ndarray]]] = {
-        BASELINE: lambda xs: [bicubic_upscale(x, scale) for x in xs]}
-    model_meta: dict[str, dict[str, Any]] = {BASELINE: {"method": BICUBIC_NOTE}}
-    for name, path in models.items():
-        model, meta = _load_generator(path, device)
-        model.eval()
-        mscale = meta.get("scale", scale)
-        if mscale != scale:
-            raise InputError(f"--model {name}={path}: the model upscales x{mscale}, data.scale is {scale}")
-        upscalers[name] = model_upscaler(model, device, params.evaluate.batch_size)
-        model_meta[name] = {"path": str(path), "sha256": _input_hash(model_path(path)), "variant": meta.get("variant"),
-                            "untrained_weights": bool(meta.get("untrained_weights", False)),
-                            "steps": meta.get("steps"), "params_hash": meta.get("params_hash")}
-
+def upscale_and_score(scorer: Scorer, upscalers: dict[str, Upscaler], pairs: list[TestPair],
+                      full_lr: dict[str, np.ndarray], n_keep: int
+                      ) -> tuple[dict[str, dict[str, list[float]]], dict[str, list[np.ndarray]]]:
+    """Upscale the test pairs (and the full-size test images, for NIQE / Ma) with each upscaler and score them:
+    ``({model: {metric: [score per image]}}, {model: the first n_keep SR outputs (for the grids)})``."""
+    names, lrs, hrs = [p.name for p in pairs], [p.lr for p in pairs], [p.hr for p in pairs]
     srs_by_model: dict[str, list[np.ndarray]] = {}
     full_by_model: dict[str, dict[str, list[float]]] = {}
     for name, up in upscalers.items():
@@ -471,24 +441,25 @@ def evaluate(params: Params, data: Path, models: dict[str, Path], out: Path) -> 
                 raise InputError(f"--model {name}: output for {n} is {s.shape}, expected {h.shape}")
         srs_by_model[name] = srs
         if scorer.full_size_metrics:  # NIQE / Ma scored now: the full-size outputs are not kept
-            full = {n: up([full_lr[n]])[0] for n in full_names}
+            full = {n: up([img])[0] for n, img in full_lr.items()}
             tf = time.time()
             full_by_model[name] = scorer.full_size_scores(full, names)
             log.info("evaluate: %s NIQE/Ma on %d full-size images in %.1f s", name, len(full), time.time() - tf)
-        log.info("evaluate: %s upscaled %d (+%d full) images in %.1f s", name, len(names), len(full_names),
+        log.info("evaluate: %s upscaled %d (+%d full) images in %.1f s", name, len(names), len(full_lr),
                  time.time() - t)
     per_image = scorer.score_all(srs_by_model, hrs, full_by_model, names)
-    n_grid = min(params.data.grid_faces, len(names))
-    outputs = {k: v[:n_grid] for k, v in srs_by_model.items()}
-    del srs_by_model
+    return per_image, {k: v[:n_keep] for k, v in srs_by_model.items()}
 
+
+def summarise(per_image: dict[str, dict[str, list[float]]], wanted: list[str], status: dict[str, dict[str, Any]],
+              n_boot: int, seed: int, n_large: int) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
+    """``(metrics.json, notes)``: per model and metric the mean, its bootstrap interval, n and the weights status
+    (``missing``: no numbers); ``notes[model][metric]`` says why a metric has no finite score."""
     metrics: dict[str, Any] = {}
     notes: dict[str, dict[str, str]] = {}
-    n_large = sum(1 for img in full_lr.values()
-                  if niqe_size_ok(img.shape[0] * scale, img.shape[1] * scale, border=scale))
     for name, scores in per_image.items():
         metrics[name] = {}
-        for m in scorer.wanted:
+        for m in wanted:
             vals = np.asarray(scores[m], dtype=np.float64)
             finite = vals[np.isfinite(vals)]
             st = status[m]
@@ -501,37 +472,82 @@ def evaluate(params: Params, data: Path, models: dict[str, Path], out: Path) -> 
             elif not finite.size:
                 notes.setdefault(name, {})[m] = no_score_reason(m, n_large)
             metrics[name][m] = entry
+    return metrics, notes
 
-    diffs: dict[str, Any] = {}
-    if VARIANT_A in per_image and VARIANT_B in per_image:
-        for m in scorer.wanted:
-            if status[m]["weights"] != "missing":
-                diffs[m] = paired_bootstrap(per_image[VARIANT_A][m], per_image[VARIANT_B][m], n_boot, seed)
 
-    hr_h, hr_w = hrs[0].shape[:2]
-    table = render_table(metrics, diffs, status, model_meta, len(names), n_boot, f"{hr_h}x{hr_w} crops")
+def paired_differences(per_image: dict[str, dict[str, list[float]]], paired: tuple[str, str] | None,
+                       wanted: list[str], status: dict[str, dict[str, Any]], n_boot: int,
+                       seed: int) -> dict[str, Any]:
+    """``{metric: paired_bootstrap(A, B)}`` (B - A on the same images) for ``paired = (A, B)``
+    (``params.evaluate.paired``); empty when it is None or either model was not evaluated."""
+    if paired is None or any(m not in per_image for m in paired):
+        return {}
+    a, b = paired
+    return {m: paired_bootstrap(per_image[a][m], per_image[b][m], n_boot, seed)
+            for m in wanted if status[m]["weights"] != "missing"}
+
+
+def per_image_csv(per_image: dict[str, dict[str, list[float]]], wanted: list[str], names: list[str]) -> str:
+    """per_image.csv: ``model,image,<metric>...``, an empty cell where a score was not computed."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["model", "image", *wanted])
+    for name, scores in per_image.items():
+        for i, n in enumerate(names):
+            row = [scores[m][i] for m in wanted]
+            writer.writerow([name, n, *("" if not math.isfinite(v) else repr(float(v)) for v in row)])
+    return buf.getvalue()
+
+
+def write_grids(folder: Path, pairs: list[TestPair], outputs: dict[str, list[np.ndarray]]) -> list[str]:
+    """grids/NN-NAME.png for the first test pairs: LR (nearest) | each upscaler's output, in order | HR."""
+    paths = []
+    for i in range(min(len(v) for v in outputs.values())):
+        hr_h, hr_w = pairs[i].hr.shape[:2]
+        lr_big = np.asarray(Image.fromarray(pairs[i].lr).resize((hr_w, hr_h), Image.NEAREST))
+        cols = [("LR", lr_big)] + [(m, outputs[m][i]) for m in outputs] + [("HR", pairs[i].hr)]
+        rel = f"grids/{i:02d}-{pairs[i].name}.png"
+        atomic_write_bytes(folder / rel, _png_bytes(make_grid(cols)))
+        paths.append(rel)
+    return paths
+
+
+def evaluate(params: Params, data: Path, models: dict[str, Path], out: Path) -> dict[str, Any]:
+    """Score the bicubic baseline and each model; write the eval folder; return the metrics dict (metrics.json).
+
+    Rows and grid columns: bicubic, the psnr stage's model, then the others in the order given. The paired
+    differences are those of ``params.evaluate.paired``.
+    """
+    t0 = time.time()
+    data, out = Path(data), Path(out)
+    models = {k: Path(v) for k, v in sorted(models.items(), key=lambda kv: kv[0] != PSNR_MODEL)}
+    _model_inputs(models)
+    check_output_folder(out, markers={"manifest.json": {FORMAT}}, inputs=[data, *models.values()],
+                        kind="evaluation folder made by `facesr evaluate`")  # what --out may be: docs/data.md
+    scale = params.data.scale
+    pairs = load_pairs(data, scale)
+    names = [p.name for p in pairs]
+    full_lr = load_full_lr(data, names)
+    device = resolve_device(params.evaluate.device, "evaluate.device")
+    scorer = Scorer(params, device)
+    status = scorer.status()
+    n_boot, seed, paired = params.evaluate.bootstrap, params.seed, params.evaluate.paired
+    upscalers, model_meta = load_upscalers(params, models, device)
+    per_image, outputs = upscale_and_score(scorer, upscalers, pairs, full_lr, min(params.data.grid_faces, len(names)))
+    n_large = sum(1 for img in full_lr.values()
+                  if niqe_size_ok(img.shape[0] * scale, img.shape[1] * scale, border=scale))
+    metrics, notes = summarise(per_image, scorer.wanted, status, n_boot, seed, n_large)
+    diffs = paired_differences(per_image, paired, scorer.wanted, status, n_boot, seed)
+    hr_h, hr_w = pairs[0].hr.shape[:2]
+    table = render_table(metrics, diffs, status, model_meta, len(names), n_boot, f"{hr_h}x{hr_w} crops", paired)
 
     with atomic_dir(out) as tmp:
         atomic_write_json(tmp / "metrics.json", metrics)
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["model", "image", *scorer.wanted])
-        for name, scores in per_image.items():
-            for i, n in enumerate(names):
-                row = [scores[m][i] for m in scorer.wanted]
-                writer.writerow([name, n, *("" if not math.isfinite(v) else repr(float(v)) for v in row)])
-        atomic_write_text(tmp / "per_image.csv", buf.getvalue())
+        atomic_write_text(tmp / "per_image.csv", per_image_csv(per_image, scorer.wanted, names))
         atomic_write_text(tmp / "table.md", table)
-        if diffs:
-            atomic_write_json(tmp / "paired_differences.json", {"difference": f"{VARIANT_B} - {VARIANT_A}", **diffs})
-        grid_paths = []
-        order = list(outputs)  # bicubic, psnr, then the models in the order given
-        for i in range(n_grid):
-            lr_big = np.asarray(Image.fromarray(lrs[i]).resize((hr_w, hr_h), Image.NEAREST))
-            cols = [("LR", lr_big)] + [(m, outputs[m][i]) for m in order] + [("HR", hrs[i])]
-            rel = f"grids/{i:02d}-{names[i]}.png"
-            atomic_write_bytes(tmp / rel, _png_bytes(make_grid(cols)))
-            grid_paths.append(rel)
+        if diffs and paired:
+            atomic_write_json(tmp / "paired_differences.json", {"difference": f"{paired[1]} - {paired[0]}", **diffs})
+        grid_paths = write_grids(tmp, pairs, outputs)
         prep_manifest = data / "manifest.json"
         manifest = {
             "format": FORMAT,
@@ -539,8 +555,7 @@ def evaluate(params: Params, data: Path, models: dict[str, Path], out: Path) -> 
             "inputs": {
                 "data": str(data),
                 "prepared_manifest_sha256": sha256_file(prep_manifest) if prep_manifest.is_file() else None,
-                "test_images": {n: {"lr_sha256": _arr_hash(p.lr), "hr_sha256": _arr_hash(p.hr)}
-                                for n, p in zip(names, pairs)},
+                "test_images": {p.name: {"lr_sha256": _arr_hash(p.lr), "hr_sha256": _arr_hash(p.hr)} for p in pairs},
                 "models": model_meta,
             },
             "params": params.model_dump(mode="json"),
@@ -549,7 +564,7 @@ def evaluate(params: Params, data: Path, models: dict[str, Path], out: Path) -> 
             "notes": notes,
             "bicubic": BICUBIC_NOTE,
             "niqe": {"on": "test/full_lr upscaled", "max_lr_side": NIQE_MAX_LR_SIDE, "min_side": NIQE_MIN_SIDE,
-                     "images": full_names, "also": ["ma", "pi"]},
+                     "images": list(full_lr), "also": ["ma", "pi"]},
             "grids": grid_paths,
             "device": str(device),
             "seconds": round(time.time() - t0, 2),

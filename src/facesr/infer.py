@@ -1,8 +1,10 @@
 """Upscale images of any size with a trained generator: tiled inference with overlap, batches of tiles, no seams.
 
-The model is a training output folder (``OUT/`` holding ``model/``), a model folder (``model.json`` +
-``generator.safetensors``), a ``.safetensors`` file, or an MLflow model URI (``models:/facesr@champion``,
-``models:/facesr/3``, ``runs:/<run_id>/model``). Weights are always read with safetensors through
+The one inference forward pass of facesr (``forward``, ``to_uint8``: upscale, evaluate, quality, bench, the pyfunc
+model). The model is a training output folder (``OUT/`` holding ``model/``), a model folder (``model.json`` +
+``generator.safetensors``) or a ``.safetensors`` file; an MLflow model URI (``models:/facesr@champion``,
+``models:/facesr/3``, ``runs:/<run_id>/model``) is downloaded by the caller (``facesr upscale``: the registry)
+before ``load_model``: this module does not import the registry. Weights are always read with safetensors through
 ``facesr.models.io.load_generator``: nothing is unpickled.
 
 Tiling: the LR image is cut into ``tile x tile`` cores; each core is run inside a window that extends it by
@@ -19,7 +21,6 @@ import glob
 import logging
 import os
 import struct
-import tempfile
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -30,12 +31,13 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
+from facesr.data.images import decode
+from facesr.device import resolve_device
 from facesr.errors import FacesrError, InputError, UserError
-from facesr.fsutil import check_output_folder, write_output_marker
-from facesr.fsutil import atomic_file
-from facesr.models.io import find_model_folder
+from facesr.fsutil import atomic_file, check_output_folder, write_output_marker
+from facesr.models import io as model_io
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ FORMATS = {"png": ("PNG", ".png"), "jpg": ("JPEG", ".jpg"), "jpeg": ("JPEG", ".j
 DEFAULT_MAX_OUTPUT_PIXELS = 268_435_456
 #: zlib level of the streamed PNG rows (filter Up); see docs/upscale.md for the speed / size trade-off
 PNG_LEVEL = 3
+MLFLOW_PREFIXES = ("models:/", "runs:/", "mlflow-artifacts:/", "s3://")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -62,65 +65,28 @@ class LoadedModel:
     device: torch.device
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        raise UserError(f"--device {device!r}: allowed: auto, cpu, cuda, cuda:N")
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: CUDA is not available on this machine (use --device cpu or auto)")
-    return torch.device(device)
-
-
 def is_mlflow_uri(spec: str) -> bool:
-    return spec.startswith(("models:/", "runs:/", "mlflow-artifacts:/", "s3://"))
+    """Whether ``--model`` names an MLflow model (resolved to a local folder by the caller: ``facesr upscale`` asks
+    ``facesr.registry.download_model``; this module never talks to the registry)."""
+    return str(spec).startswith(MLFLOW_PREFIXES)
 
 
-def _load_generator(path: Path, device: str) -> tuple[torch.nn.Module, dict[str, Any]]:
-    from facesr.models import io as model_io  # the nets engineer's loader (safetensors + model.json)
-
-    return model_io.load_generator(path, device=device)
-
-
-def download_mlflow_model(uri: str, params: Any | None = None, dst: str | os.PathLike[str] | None = None) -> Path:
-    """Download an MLflow model's files (``models:/NAME@alias`` etc.) and return the facesr model folder inside."""
-    from facesr import registry
-
-    registry.configure_tracking(params)
-    local = registry.download_model(uri, dst)
-    return find_model_folder(local)
-
-
-def load_model(spec: str | os.PathLike[str], params: Any | None = None, device: str = "auto") -> LoadedModel:
-    """Load a generator from a folder, a .safetensors file or an MLflow URI."""
+def load_model(spec: str | os.PathLike[str], params: Any | None = None, device: str | torch.device = "auto",
+               *, source: str | None = None) -> LoadedModel:
+    """Load a generator from a local model: a training output folder, a model folder or a ``.safetensors`` file
+    (``facesr.models.io.model_location``), onto ``device`` (``auto|cpu|cuda|cuda:N``, ``facesr.device``; a
+    ``torch.device`` is used as is). ``source`` is what the report names (the MLflow URI it came from, say)."""
     spec_s = str(spec)
-    dev = resolve_device(device)
     if is_mlflow_uri(spec_s):
-        with tempfile.TemporaryDirectory(prefix="facesr-model-") as td:  # weights are read into memory, then removed
-            model, meta = _load_generator(download_mlflow_model(spec_s, params, td), device=str(dev))
-        return _loaded(model, meta, spec_s, dev, params)
-    else:
-        p = Path(spec_s)
-        if not p.exists():
-            raise InputError(f"--model {spec_s}: no such file or folder (expected a training output folder, a model "
-                             "folder, a .safetensors file or an MLflow URI such as models:/facesr@champion)")
-        if p.is_file():
-            if p.suffix != ".safetensors":
-                raise InputError(f"--model {spec_s}: a model file must be .safetensors (pickled .pt/.pth files are "
-                                 "not loaded for safety)")
-            path = p
-        else:
-            path = find_model_folder(p)
-    model, meta = _load_generator(path, device=str(dev))
-    return _loaded(model, meta, spec_s, dev, params)
-
-
-def _loaded(model: torch.nn.Module, meta: dict[str, Any], spec_s: str, dev: torch.device, params: Any) -> LoadedModel:
+        raise UserError(f"--model {spec_s}: an MLflow model URI; download it first (facesr.registry.download_model, "
+                        "as `facesr upscale` does) and load the local folder")
+    dev = device if isinstance(device, torch.device) else resolve_device(device, "--device")
+    model, meta = model_io.load_generator(model_io.model_location(spec_s, "--model "), device=dev)
     # channels_last: the tiles then run channels_last too (iter_tiles), 1.4-2.6x faster on CPU (docs/upscale.md)
     model = model.to(dev, memory_format=torch.channels_last).eval()
     default_scale = getattr(getattr(params, "data", None), "scale", 4)
     scale = int((meta or {}).get("scale") or getattr(model, "scale", None) or default_scale)
-    return LoadedModel(model=model, meta=dict(meta or {}), scale=scale, source=spec_s, device=dev)
+    return LoadedModel(model=model, meta=dict(meta or {}), scale=scale, source=source or spec_s, device=dev)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -163,6 +129,25 @@ def forward(model: torch.nn.Module, batch: torch.Tensor, bf16: bool = False) -> 
 def to_uint8(y: torch.Tensor) -> torch.Tensor:
     """Float in [0, 1] -> 8 bits as the images are saved: ``floor(y * 255 + 0.5)`` (the same on CPU and CUDA)."""
     return y.mul(255.0).add_(0.5).clamp_(0.0, 255.0).to(torch.uint8)
+
+
+@torch.inference_mode()
+def upscale_images(model: torch.nn.Module, lrs: list[np.ndarray], device: torch.device | str = "cpu",
+                   batch_size: int = 4) -> list[np.ndarray]:
+    """Whole small images (uint8 ``[h, w, 3]``) -> their SR outputs (uint8 ``[h*s, w*s, 3]``), what evaluate and
+    quality score: ``to_uint8(forward(...))``, i.e. clamped to [0, 1] and rounded ``floor(255 y + 0.5)``, as
+    ``facesr upscale`` writes them. Up to ``batch_size`` consecutive images of one size share a forward pass."""
+    dev = torch.device(device)
+    out: list[np.ndarray] = []
+    i = 0
+    while i < len(lrs):
+        j = i + 1
+        while j < len(lrs) and j - i < batch_size and lrs[j].shape == lrs[i].shape:
+            j += 1
+        x = torch.from_numpy(np.stack(lrs[i:j])).to(dev).permute(0, 3, 1, 2).float().div_(255.0)
+        out.extend(to_uint8(forward(model, x)).permute(0, 2, 3, 1).cpu().numpy())
+        i = j
+    return out
 
 
 Window = tuple[tuple[int, int, int], tuple[int, int, int]]
@@ -306,53 +291,20 @@ class LoadedImage:
 
 def load_image(path: Path, max_pixels: int = 89_478_485, *, scale: int = 1,
                max_output_pixels: int | None = None) -> LoadedImage:
-    """Open any Pillow image as 8-bit RGB (+ alpha); EXIF orientation applied; errors name the file.
+    """Decode an image with the one decoder of prepare (``facesr.data.images.decode``: EXIF orientation, ICC -> sRGB,
+    16-bit scaling, every Pillow mode, ``max_pixels``; errors name the file), keeping its alpha channel apart.
 
     With ``max_output_pixels``, an image whose x``scale`` output would be larger is refused from its header.
     """
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-            if w * h > max_pixels:
-                raise InputError(f"{path}: {w}x{h} = {w * h} pixels is above data.max_image_pixels ({max_pixels})")
-            if max_output_pixels is not None and w * h * scale * scale > max_output_pixels:
-                ow, oh = w * scale, h * scale
-                raise InputError(f"{path}: the x{scale} output would be {ow}x{oh} = {ow * oh} pixels, above "
-                                 f"upscale.max_output_pixels ({max_output_pixels}); raise it (--set "
-                                 "upscale.max_output_pixels=N) or upscale a smaller image")
-            if w < 1 or h < 1:
-                raise InputError(f"{path}: empty image ({w}x{h})")
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            mode = im.mode
-            alpha = None
-            if mode == "P":
-                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-                mode = im.mode
-            if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-                arr = np.asarray(im, dtype=np.float64)
-                peak = 65535.0 if arr.max() > 255 else 255.0
-                im = Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
-                mode = "L"
-            if mode == "F":
-                arr = np.asarray(im, dtype=np.float64)
-                im = Image.fromarray(np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8), "L")
-                mode = "L"
-            gray = mode in ("L", "LA", "1")
-            if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-                alpha = im.getchannel("A")
-            rgb = im.convert("RGB")
-            return LoadedImage(np.asarray(rgb, dtype=np.uint8).copy(), alpha, gray)
-    except InputError:
-        raise
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
-    except UnidentifiedImageError:
-        raise InputError(f"{path}: not an image Pillow can read") from None
-    except Image.DecompressionBombError as exc:
-        raise InputError(f"{path}: too large ({exc})") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"{path}: unreadable or truncated image ({exc})") from None
+    def check_output(w: int, h: int) -> None:
+        if max_output_pixels is not None and w * h * scale * scale > max_output_pixels:
+            ow, oh = w * scale, h * scale
+            raise InputError(f"{path}: the x{scale} output would be {ow}x{oh} = {ow * oh} pixels, above "
+                             f"upscale.max_output_pixels ({max_output_pixels}); raise it (--set "
+                             "upscale.max_output_pixels=N) or upscale a smaller image")
+
+    img = decode(path, max_pixels, check_output)
+    return LoadedImage(np.asarray(img.rgb, dtype=np.uint8).copy(), img.alpha, img.gray)
 
 
 def expand_inputs(inputs: list[str]) -> tuple[list[tuple[Path, Path]], list[dict[str, str]]]:
@@ -526,7 +478,7 @@ class UpscaleReport:
 def upscale(
     params: Any,
     inputs: list[str],
-    model: str | os.PathLike[str] | LoadedModel,
+    model: str | os.PathLike[str] | LoadedModel | Callable[[], LoadedModel],
     out: Path,
     *,
     tile: int = 128,
@@ -538,7 +490,11 @@ def upscale(
     quality: int = 95,
     progress: bool = True,
 ) -> UpscaleReport:
-    """Upscale every input image into ``out``; a bad input is reported in ``report.failed``, the others still run."""
+    """Upscale every input image into ``out``; a bad input is reported in ``report.failed``, the others still run.
+
+    ``model``: a local model (``load_model``), a ``LoadedModel``, or a function returning one, called once the options,
+    inputs and ``out`` have been checked (so a bad input is reported before a model is downloaded).
+    """
     fmt = fmt.lower()
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: allowed: png, jpg, webp")
@@ -558,6 +514,8 @@ def upscale(
     # --out: absent, empty or made by upscale (docs/data.md); never an input or a folder holding one
     check_output_folder(out, markers={UPSCALE_MARKER: {UPSCALE_FORMAT}}, inputs=[f for f, _ in files],
                         inside_inputs_ok=True, replaces=False, kind="folder made by `facesr upscale`")
+    if callable(model):  # a loader run only now, after the inputs and --out were checked (the CLI's MLflow download)
+        model = model()
     lm = model if isinstance(model, LoadedModel) else load_model(model, params, device)
     if bf16 and lm.device.type != "cuda":
         log.warning("--bf16 only applies on CUDA; running in float32 on %s", lm.device)
@@ -584,12 +542,8 @@ def upscale(
     return report
 
 
-def output_size(width: int, height: int, scale: int) -> tuple[int, int]:
-    return width * scale, height * scale
-
-
 __all__ = [
-    "LoadedModel", "UpscaleReport", "load_model", "upscale", "upscale_tensor", "upscale_bands", "forward", "to_uint8",
-    "iter_tiles", "write_upscaled", "PngRowWriter", "tile_windows", "load_image", "expand_inputs", "find_model_folder",
-    "resolve_device", "output_size", "DEFAULT_MAX_OUTPUT_PIXELS",
+    "LoadedModel", "LoadedImage", "UpscaleReport", "load_model", "is_mlflow_uri", "upscale", "upscale_tensor",
+    "upscale_bands", "upscale_images", "forward", "to_uint8", "iter_tiles", "write_upscaled", "PngRowWriter",
+    "tile_windows", "load_image", "expand_inputs", "DEFAULT_MAX_OUTPUT_PIXELS",
 ]

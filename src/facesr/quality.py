@@ -1,8 +1,9 @@
 """Quality report: do the models beat bicubic, keep colour, and keep their borders? Figures, and the profile's targets.
 
 ``quality_report(params, data, models)`` upscales the test split of a prepared folder with bicubic and each model
-(through the one forward pass, ``facesr.evaluate.model_upscaler``) and measures, per model, on two views of the same
-test images:
+(loaded and run as evaluate does: ``facesr.evaluate.load_upscalers``, i.e. ``facesr.infer.load_model`` and the one
+forward pass ``facesr.infer.upscale_images``, on ``evaluate.device``) and measures, per model, on two views of the
+same test images:
 
 - ``crops``: the prepared test pairs (a centred ``data.hr_size`` crop of each test photo, native resolution), the
   pairs `facesr evaluate` scores;
@@ -27,12 +28,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from facesr.config import PSNR_MODEL, Params
+from facesr.config import BASELINE, PSNR_MODEL, Params
 from facesr.data.dataset import load_test_pairs
 from facesr.data.degrade import bicubic_downscale
 from facesr.data.prepare import center_crop
+from facesr.device import resolve_device
 from facesr.errors import InputError
-from facesr.evaluate import BASELINE
 from facesr.metrics.fidelity import psnr, psnr_band, ssim
 
 VIEWS = ("crops", "faces")
@@ -109,9 +110,7 @@ def _figures(srs: list[np.ndarray], hrs: list[np.ndarray], border: int, band: in
 
 def quality_report(params: Params, data: Path, models: dict[str, Path]) -> QualityReport:
     """Figures of bicubic and each model on both views of the test split, and the profile's targets."""
-    import torch
-
-    from facesr.evaluate import _device, _load_generator, bicubic_upscale, model_upscaler
+    from facesr.evaluate import load_upscalers
 
     data = Path(data)
     scale, q = params.data.scale, params.quality
@@ -119,21 +118,18 @@ def quality_report(params: Params, data: Path, models: dict[str, Path]) -> Quali
     if not crops:
         raise InputError(f"{data}: the test split is empty")
     views = {"crops": crops, "faces": face_pairs(data, params.data.hr_size, scale)}
-    device = _device(params.evaluate.device)
-    upscalers = {BASELINE: lambda xs: [bicubic_upscale(x, scale) for x in xs]}
-    for name, path in sorted(models.items(), key=lambda kv: kv[0] != PSNR_MODEL):
-        model, _ = _load_generator(Path(path), device)
-        upscalers[name] = model_upscaler(model, device, params.evaluate.batch_size)
+    device = resolve_device(params.evaluate.device, "evaluate.device")
+    ordered = {k: Path(v) for k, v in sorted(models.items(), key=lambda kv: kv[0] != PSNR_MODEL)}
+    upscalers, _ = load_upscalers(params, ordered, device)
     figures: dict[str, dict[str, dict[str, float]]] = {}
-    with torch.no_grad():
-        for view, pairs in views.items():
-            lrs, hrs = [lr for lr, _ in pairs], [hr for _, hr in pairs]
-            figures[view] = {name: _figures(up(lrs), hrs, scale, q.border_px) for name, up in upscalers.items()}
-            base = figures[view][BASELINE]
-            for f in figures[view].values():
-                f["gain_db"] = f["psnr_y"] - base["psnr_y"]
-                f["rgb_gap_db"] = f["psnr_y"] - f["psnr_rgb"]
-                f["frame_gain_db"] = f["frame_psnr_y"] - base["frame_psnr_y"]
+    for view, pairs in views.items():
+        lrs, hrs = [lr for lr, _ in pairs], [hr for _, hr in pairs]
+        figures[view] = {name: _figures(up(lrs), hrs, scale, q.border_px) for name, up in upscalers.items()}
+        base = figures[view][BASELINE]
+        for f in figures[view].values():
+            f["gain_db"] = f["psnr_y"] - base["psnr_y"]
+            f["rgb_gap_db"] = f["psnr_y"] - f["psnr_rgb"]
+            f["frame_gain_db"] = f["frame_psnr_y"] - base["frame_psnr_y"]
     report = QualityReport(figures, {v: len(p) for v, p in views.items()})
     for view in VIEWS:
         for name, f in figures[view].items():

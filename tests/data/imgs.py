@@ -71,20 +71,19 @@ def _s15(x: float) -> bytes:
     return struct.pack(">i", round(x * 65536))
 
 
-def linear_rgb_icc(description: str = "Linear RGB (test)") -> bytes:
-    """A minimal ICC v2 matrix/TRC display profile: sRGB primaries (D50-adapted) with gamma 1.0 (linear light).
-
-    Built by hand because Pillow can only create sRGB/LAB/XYZ profiles; used to check the ICC -> sRGB conversion.
-    """
+def matrix_trc_icc(description: str, colorants: tuple[tuple[float, float, float], ...], trc: bytes) -> bytes:
+    """A minimal ICC v2 matrix/TRC RGB display profile: D50-adapted ``colorants`` (red, green, blue XYZ) and one tone
+    curve tag body ``trc`` for the three channels. Built by hand because Pillow can only create sRGB/LAB/XYZ
+    profiles."""
     def xyz(x, y, z):
         return b"XYZ " + b"\0" * 4 + _s15(x) + _s15(y) + _s15(z)
 
     asc = description.encode("ascii") + b"\0"
     desc = b"desc" + b"\0" * 4 + struct.pack(">I", len(asc)) + asc + b"\0" * 4 + b"\0" * 4 + b"\0" * 2 + b"\0" + b"\0" * 67
-    curv = b"curv" + b"\0" * 4 + struct.pack(">I", 1) + struct.pack(">H", 0x0100) + b"\0\0"
-    tags = [(b"desc", desc), (b"wtpt", xyz(0.9642, 1.0, 0.8249)), (b"rXYZ", xyz(0.4361, 0.2225, 0.0139)),
-            (b"gXYZ", xyz(0.3851, 0.7169, 0.0971)), (b"bXYZ", xyz(0.1431, 0.0606, 0.7141)),
-            (b"rTRC", curv), (b"gTRC", curv), (b"bTRC", curv), (b"cprt", b"text" + b"\0" * 4 + b"none\0\0\0\0")]
+    (r, g, b) = colorants
+    tags = [(b"desc", desc), (b"wtpt", xyz(0.9642, 1.0, 0.8249)), (b"rXYZ", xyz(*r)), (b"gXYZ", xyz(*g)),
+            (b"bXYZ", xyz(*b)), (b"rTRC", trc), (b"gTRC", trc), (b"bTRC", trc),
+            (b"cprt", b"text" + b"\0" * 4 + b"none\0\0\0\0")]
     offset = 128 + 4 + 12 * len(tags)
     table, data = b"", b""
     for sig, body in tags:
@@ -98,3 +97,22 @@ def linear_rgb_icc(description: str = "Linear RGB (test)") -> bytes:
               + _s15(0.9642) + _s15(1.0) + _s15(0.8249) + b"lcms" + b"\0" * 16 + b"\0" * 28)
     assert len(header) == 128
     return header + struct.pack(">I", len(tags)) + table + data
+
+
+SRGB_COLORANTS = ((0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606, 0.7141))
+#: Display P3 (DCI-P3 primaries, D65 white, the sRGB tone curve): the colorants of Apple's "Display P3" profile
+P3_COLORANTS = ((0.5151, 0.2412, -0.0011), (0.2920, 0.6922, 0.0419), (0.1571, 0.0666, 0.7841))
+
+
+def linear_rgb_icc(description: str = "Linear RGB (test)") -> bytes:
+    """sRGB primaries (D50-adapted) with gamma 1.0 (linear light); used to check the ICC -> sRGB conversion."""
+    curv = b"curv" + b"\0" * 4 + struct.pack(">I", 1) + struct.pack(">H", 0x0100) + b"\0\0"
+    return matrix_trc_icc(description, SRGB_COLORANTS, curv)
+
+
+def display_p3_icc(description: str = "Display P3 (test)") -> bytes:
+    """A Display P3 profile: P3 primaries with the sRGB tone curve (ICC parametric curve type 3), as phones and Macs
+    tag their photos. Its saturated colours lie outside sRGB."""
+    g, a, b, c, d = 2.4, 1 / 1.055, 0.055 / 1.055, 1 / 12.92, 0.04045
+    para = b"para" + b"\0" * 4 + struct.pack(">H", 3) + b"\0\0" + b"".join(_s15(v) for v in (g, a, b, c, d))
+    return matrix_trc_icc(description, P3_COLORANTS, para)

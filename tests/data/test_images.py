@@ -138,3 +138,92 @@ def test_icc_profile_converted_to_srgb(tmp_path):
     assert np.array_equal(np.asarray(load_rgb(tmp_path / "s.png", BIG)), a)
     Image.fromarray(a).save(tmp_path / "b.png", icc_profile=b"not a profile" * 8)
     assert np.array_equal(np.asarray(load_rgb(tmp_path / "b.png", BIG)), a)
+
+
+def _srgb_decode(v):
+    v = np.asarray(v, float) / 255.0
+    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
+
+
+def _srgb_encode(v):
+    v = np.clip(v, 0.0, 1.0)
+    return 255.0 * np.where(v <= 0.0031308, 12.92 * v, 1.055 * v ** (1 / 2.4) - 0.055)
+
+
+def _p3_to_srgb(rgb):
+    """Display P3 -> sRGB by the matrices of the two profiles (D50 colorants), independent of LittleCMS."""
+    from .imgs import P3_COLORANTS, SRGB_COLORANTS
+
+    p3, srgb = np.array(P3_COLORANTS).T, np.array(SRGB_COLORANTS).T  # columns: the XYZ of R, G, B
+    return _srgb_encode(np.linalg.solve(srgb, p3 @ _srgb_decode(rgb)))
+
+
+def test_display_p3_decodes_to_the_same_srgb_in_prepare_and_upscale(tmp_path):
+    """A phone photo tagged Display P3: prepare (load_rgb) and upscale (infer.load_image) see the same sRGB pixels,
+    converted (not the stored numbers), for RGB and for RGBA (upscale keeps the alpha, prepare composites it)."""
+    from facesr import infer
+
+    from .imgs import display_p3_icc
+
+    colours = [(200, 120, 80), (60, 160, 90), (90, 90, 200), (128, 128, 128)]
+    a = np.zeros((8, 8, 3), np.uint8)
+    for i, c in enumerate(colours):
+        a[2 * i:2 * i + 2] = c
+    Image.fromarray(a).save(tmp_path / "p3.png", icc_profile=display_p3_icc())
+    prep = np.asarray(load_rgb(tmp_path / "p3.png", BIG))
+    up = infer.load_image(tmp_path / "p3.png")
+    assert up.alpha is None and not up.gray
+    assert np.array_equal(prep, up.rgb)
+    for i, c in enumerate(colours):
+        assert np.abs(prep[2 * i, 0].astype(float) - _p3_to_srgb(c)).max() <= 2.0, c
+    assert tuple(prep[0, 0]) != colours[0]  # converted: not the stored numbers
+    # with an alpha channel: the same colour; prepare composites it onto white, upscale keeps it apart
+    alpha = np.tile(np.array([255, 255, 0, 128, 255, 0, 64, 255], np.uint8), (8, 1))
+    Image.fromarray(np.dstack([a, alpha])).save(tmp_path / "p3a.png", icc_profile=display_p3_icc())
+    up_a = infer.load_image(tmp_path / "p3a.png")
+    assert np.array_equal(up_a.rgb, prep) and np.array_equal(np.asarray(up_a.alpha), alpha)
+    prep_a = np.asarray(load_rgb(tmp_path / "p3a.png", BIG)).astype(float)
+    w = alpha[..., None] / 255.0
+    assert np.abs(prep_a - (prep * w + 255.0 * (1 - w))).max() <= 1.0
+
+
+def test_16bit_and_float_images_decode_the_same_in_prepare_and_upscale(tmp_path):
+    from facesr import infer
+
+    from .imgs import png16
+
+    rng = np.random.default_rng(2)
+    cases = {
+        "g16.png": png16(rng.integers(0, 65536, (20, 24)).astype(np.uint16), tmp_path / "g16.png"),
+        # a 16-bit file whose values all happen to be <= 255: still 16-bit (dark), not taken as 8-bit
+        "g16low.png": png16(rng.integers(0, 256, (20, 24)).astype(np.uint16), tmp_path / "g16low.png"),
+        "rgb16.png": png16(rng.integers(0, 65536, (20, 24, 3)).astype(np.uint16), tmp_path / "rgb16.png"),
+    }
+    f = rng.random((20, 24)).astype(np.float32)
+    Image.fromarray(f, "F").save(tmp_path / "f.tif")
+    cases["f.tif"] = tmp_path / "f.tif"
+    for name, path in cases.items():
+        prep = np.asarray(load_rgb(path, BIG))
+        up = infer.load_image(path)
+        assert np.array_equal(prep, up.rgb), name
+        assert up.gray == (name != "rgb16.png"), name
+    g16low = np.asarray(load_rgb(cases["g16low.png"], BIG))
+    assert g16low.max() <= 1  # value / 257
+    ftif = np.asarray(load_rgb(cases["f.tif"], BIG))[..., 0]
+    assert np.array_equal(ftif, np.rint(f.astype(np.float64) * 255).astype(np.uint8))
+
+
+def test_palette_gray_and_la_decode_the_same_colour_in_prepare_and_upscale(tmp_path):
+    from facesr import infer
+
+    a = rand_rgb(32, 40)
+    pal = Image.fromarray(a).convert("P", palette=Image.Palette.ADAPTIVE, colors=32)
+    pal.save(tmp_path / "p.png")
+    Image.fromarray(a).convert("L").save(tmp_path / "l.png")
+    la = Image.fromarray(a).convert("LA")
+    la.putalpha(255)
+    la.save(tmp_path / "la.png")
+    for name, gray in (("p.png", False), ("l.png", True), ("la.png", True)):
+        up = infer.load_image(tmp_path / name)
+        assert up.gray == gray and (up.alpha is not None) == (name == "la.png"), name
+        assert np.array_equal(np.asarray(load_rgb(tmp_path / name, BIG)), up.rgb), name  # opaque: the same pixels

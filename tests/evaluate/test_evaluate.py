@@ -259,8 +259,12 @@ def test_cuda_without_a_gpu_is_a_user_error(eval_run, tmp_path: Path):
         pytest.skip("a CUDA device is present")
     params = eval_run["params"].model_copy(deep=True)
     params.evaluate.device = "cuda"
-    with pytest.raises(UserError, match="evaluate.device"):
+    with pytest.raises(UserError, match="evaluate.device 'cuda': CUDA is not available"):
         evaluate(params, eval_run["data"], {}, tmp_path / "out")
+    from facesr.quality import quality_report
+
+    with pytest.raises(UserError, match="evaluate.device 'cuda': CUDA is not available"):
+        quality_report(params, eval_run["data"], {})
 
 
 def test_missing_weights_without_untrained_are_reported_missing(eval_run, tmp_path: Path,
@@ -326,3 +330,66 @@ def test_flat_model_output_gets_the_right_reason(tmp_path: Path, ci_params: Para
     notes = json.loads((tmp_path / "eval" / "manifest.json").read_text())["notes"]
     assert "flat or degenerate" in notes["flat"]["niqe"] and "large enough" in notes["flat"]["niqe"]
     assert "bicubic" not in notes
+
+
+def _psnr_only(eval_run, **evaluate_settings) -> Params:
+    params = eval_run["params"].model_copy(deep=True)
+    params.evaluate.metrics = ["psnr_y", "ssim_y"]
+    for k, v in evaluate_settings.items():
+        setattr(params.evaluate, k, v)
+    return params
+
+
+def test_paired_difference_is_the_pair_of_the_params(eval_run, tmp_path: Path):
+    models = eval_run["models"]
+    reverse = _psnr_only(eval_run, paired=("l1_vgg_pieapp", "l1_vgg"))
+    evaluate(reverse, eval_run["data"], dict(models), tmp_path / "rev")
+    diffs = json.loads((tmp_path / "rev" / "paired_differences.json").read_text())
+    assert diffs["difference"] == "l1_vgg - l1_vgg_pieapp" and set(diffs) == {"difference", "psnr_y", "ssim_y"}
+    per = load_per_image(tmp_path / "rev")
+    _, a, b = paired_scores(per["l1_vgg_pieapp"]["psnr_y"], per["l1_vgg"]["psnr_y"])
+    assert diffs["psnr_y"]["mean_diff"] == pytest.approx(float(np.mean(np.subtract(b, a))))
+    assert "l1_vgg − l1_vgg_pieapp" in (tmp_path / "rev" / "table.md").read_text()
+    # no pair in the params, or a model of the pair not evaluated: no paired table, no file
+    for name, params, given in (("none", _psnr_only(eval_run, paired=None), dict(models)),
+                                ("one", _psnr_only(eval_run), {"l1_vgg": models["l1_vgg"]})):
+        evaluate(params, eval_run["data"], given, tmp_path / name)
+        assert not (tmp_path / name / "paired_differences.json").exists()
+        table = (tmp_path / name / "table.md").read_text()
+        assert "Paired difference" not in table and "| l1_vgg" in table
+
+
+def test_models_run_through_the_forward_pass_of_infer(eval_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from facesr import infer
+
+    calls = []
+    real = infer.forward
+
+    def spy(model, batch, bf16=False):
+        calls.append(tuple(batch.shape))
+        return real(model, batch, bf16)
+
+    monkeypatch.setattr(infer, "forward", spy)
+    params = _psnr_only(eval_run)
+    res = evaluate(params, eval_run["data"], {"l1_vgg": eval_run["models"]["l1_vgg"]}, tmp_path / "out")
+    n = res["l1_vgg"]["psnr_y"]["n"]
+    assert sum(c[0] for c in calls) >= n  # every test crop went through infer.forward (plus full images for NIQE)
+    assert res["l1_vgg"]["psnr_y"]["mean"] == pytest.approx(eval_run["result"]["l1_vgg"]["psnr_y"]["mean"])
+
+
+
+def test_quality_scores_what_evaluate_scores(eval_run, monkeypatch: pytest.MonkeyPatch):
+    """quality's crops view: the same upscalers as evaluate (bicubic, infer's forward pass), the same PSNR-Y."""
+    from facesr import infer
+    from facesr.quality import quality_report
+
+    calls = []
+    real = infer.forward
+    monkeypatch.setattr(infer, "forward", lambda m, b, bf16=False: calls.append(b.shape[0]) or real(m, b, bf16))
+    params = eval_run["params"]
+    report = quality_report(params, eval_run["data"], {"l1_vgg": eval_run["models"]["l1_vgg"]})
+    crops = report.figures["crops"]
+    assert list(crops) == ["bicubic", "l1_vgg"]
+    for model in crops:
+        assert crops[model]["psnr_y"] == pytest.approx(eval_run["result"][model]["psnr_y"]["mean"])
+    assert sum(calls) == report.n_images["crops"] + report.n_images["faces"]

@@ -161,10 +161,9 @@ def test_peak_memory_of_a_real_upscale_does_not_grow_with_the_output(tmp_path):
     assert peak - base < 400, f"peak {peak:.0f} MiB vs {base:.0f} MiB for a 64x48 image"
 
 
-def test_evaluate_runs_the_one_forward_pass_of_infer(monkeypatch):
-    """evaluate's model upscaler goes through facesr.infer.forward (one forward pass for upscale and evaluate)."""
-    from facesr import evaluate
-
+def test_upscale_images_is_the_one_forward_pass_batched_by_size(monkeypatch):
+    """upscale_images (what evaluate and quality score) goes through forward and to_uint8, batching only images of
+    one size, and equals the whole-image forward of each image."""
     rrdb, _, _ = models_api()
     torch.manual_seed(0)
     net = rrdb(num_in_ch=3, num_out_ch=3, scale=4, num_feat=4, num_block=1, num_grow_ch=4).eval()
@@ -177,7 +176,14 @@ def test_evaluate_runs_the_one_forward_pass_of_infer(monkeypatch):
 
     monkeypatch.setattr(infer, "forward", spy)
     lrs = [_noisy(12, 10, i) for i in range(3)] + [_noisy(9, 7, 9)]
-    srs = evaluate.model_upscaler(net, torch.device("cpu"), batch_size=2)(lrs)
+    srs = infer.upscale_images(net, lrs, torch.device("cpu"), batch_size=2)
     assert calls == [(2, 3, 10, 12), (1, 3, 10, 12), (1, 3, 7, 9)]
-    x = torch.from_numpy(lrs[3]).permute(2, 0, 1).float().div(255.0)
-    assert np.array_equal(srs[3], infer.to_uint8(real(net, x[None]))[0].permute(1, 2, 0).numpy())
+    assert [s.shape for s in srs] == [(40, 48, 3)] * 3 + [(28, 36, 3)] and all(s.dtype == np.uint8 for s in srs)
+    for lr, sr in zip(lrs, srs):
+        x = torch.from_numpy(lr).permute(2, 0, 1).float().div(255.0)
+        assert np.array_equal(sr, infer.to_uint8(real(net, x[None]))[0].permute(1, 2, 0).numpy())
+
+
+def test_to_uint8_rounds_half_up_after_clamping():
+    y = torch.tensor([-0.5, 0.0, 0.5 / 255, 0.49 / 255, 1.5 / 255, 254.5 / 255, 1.0, 2.0])
+    assert infer.to_uint8(y).tolist() == [0, 0, 1, 0, 2, 255, 255, 255]

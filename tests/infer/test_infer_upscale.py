@@ -134,3 +134,60 @@ def test_bad_model_and_options(tmp_path, repo_root, model_dir, capsys):
     assert rc == 2 and ".safetensors" in capsys.readouterr().err
     with pytest.raises(Exception, match="--format"):
         infer.upscale(None, [str(img)], str(model_dir), tmp_path / "o", fmt="gif")
+
+
+def test_cli_resolves_an_mlflow_uri_through_the_registry(tmp_path, repo_root, model_dir, monkeypatch, capsys):
+    """`facesr upscale --model models:/...`: the CLI asks the registry for the files (after the inputs were checked)
+    and loads the model folder inside; facesr.infer itself takes only local models."""
+    import shutil
+
+    from facesr import registry
+
+    calls = []
+
+    def download_model(uri, dst=None):
+        calls.append(uri)
+        target = Path(dst) / "artifacts"
+        shutil.copytree(model_dir / "model", target / "data" / "model")  # a model folder somewhere below
+        return target
+
+    monkeypatch.setattr(registry, "configure_tracking", lambda params=None: "sqlite:///unused.db")
+    monkeypatch.setattr(registry, "download_model", download_model)
+    img = _face(tmp_path, "x.png", (12, 10))
+    rc = _cli(repo_root, "upscale", str(tmp_path / "nothing*.png"), "--model", "models:/facesr@champion",
+              "--out", str(tmp_path / "o1"))
+    assert rc == 2 and calls == []  # no input image: nothing downloaded
+    assert "no input image found" in capsys.readouterr().err
+    rc = _cli(repo_root, "upscale", str(img), "--model", "models:/facesr@champion", "--out", str(tmp_path / "o2"),
+              "--no-progress")
+    assert rc == 0 and calls == ["models:/facesr@champion"]
+    with Image.open(tmp_path / "o2" / "x.png") as im:
+        assert im.size == (48, 40)
+    with pytest.raises(infer.UserError, match="MLflow model URI"):
+        infer.load_model("models:/facesr@champion")
+
+
+def test_infer_and_evaluate_do_not_import_the_registry():
+    import subprocess
+    import sys
+
+    code = ("import sys, facesr.infer, facesr.evaluate, facesr.quality; "
+            "bad = sorted(m for m in sys.modules if m.startswith(('facesr.registry', 'mlflow'))); "
+            "assert not bad, bad")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    # not even inside a function: the registry resolves MLflow URIs above these modules (the CLI)
+    import ast
+
+    import facesr
+
+    src = Path(facesr.__file__).parent
+    for rel in ("infer.py", "evaluate.py", "quality.py"):
+        for node in ast.walk(ast.parse((src / rel).read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            assert not any(n.startswith(("facesr.registry", "mlflow")) for n in names), (rel, names)

@@ -32,9 +32,11 @@ def upscale(app, inputs, model, out, tile, overlap, batch_size, device, bf16, fm
     Exit status 2 when any input failed, or its output would have more pixels than upscale.max_output_pixels (each
     failure is reported; the other images are still written).
     """
+    from facesr.infer import is_mlflow_uri
     from facesr.infer import upscale as run_upscale
 
-    report = run_upscale(app.params, list(inputs), model, out, tile=tile, overlap=overlap, batch_size=batch_size,
+    spec = (lambda: load_mlflow_model(app.params, model, device)) if is_mlflow_uri(model) else model
+    report = run_upscale(app.params, list(inputs), spec, out, tile=tile, overlap=overlap, batch_size=batch_size,
                          device=device, bf16=bf16, fmt=fmt, quality=quality, progress=not no_progress)
     for o in report.outputs:
         click.echo(f"{o['input']} -> {o['output']} ({o['width']}x{o['height']})")
@@ -42,3 +44,18 @@ def upscale(app, inputs, model, out, tile, overlap, batch_size, device, bf16, fm
     if report.failed:
         lines = "\n  ".join(f["error"] for f in report.failed)
         raise InputError(f"{len(report.failed)} input(s) failed:\n  {lines}")
+
+
+def load_mlflow_model(params, uri: str, device: str):
+    """An MLflow model URI (``models:/facesr@champion``, ``runs:/ID/model``) -> ``facesr.infer.LoadedModel``: the
+    registry downloads it (an unknown alias or version is a UserError) into a temporary folder, the weights are read
+    from its model folder into memory and the folder is removed."""
+    import tempfile
+
+    from facesr import registry
+    from facesr.infer import load_model
+    from facesr.models.io import find_model_folder
+
+    registry.configure_tracking(params)
+    with tempfile.TemporaryDirectory(prefix="facesr-model-") as td:
+        return load_model(find_model_folder(registry.download_model(uri, td)), params, device, source=uri)

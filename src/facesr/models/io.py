@@ -1,6 +1,7 @@
 """Generator I/O: our model folders (safetensors + model.json) and BasicSR/ESRGAN checkpoints as initialisation.
 
-* ``find_model_folder(path)``: the model folder of a training output, a model folder or a downloaded MLflow model.
+* ``find_model_folder(path)``: the model folder of a training output, a model folder or a downloaded MLflow model;
+  ``model_location(path)``: that folder, or a ``.safetensors`` file as given (what ``--model`` may name).
 * ``save_generator(model, folder, meta)`` writes ``folder/generator.safetensors`` and ``folder/model.json`` together,
   atomically (a temporary sibling folder renamed into place).
 * ``load_generator(path, device)`` reads a model folder, or a ``.safetensors`` file (with its sibling ``model.json``
@@ -63,6 +64,21 @@ def find_model_folder(root: str | os.PathLike[str]) -> Path:
         raise InputError(f"{root}: no {META_FILE} found (expected a training output folder, a model folder, "
                          "a .safetensors file or an MLflow models:/ URI)")
     raise InputError(f"{root}: several {META_FILE} files found ({', '.join(map(str, hits[:4]))}); point at one")
+
+
+def model_location(path: str | os.PathLike[str], label: str = "") -> Path:
+    """What a model argument names, for ``load_generator``: a ``.safetensors`` file as given (any other file is
+    refused: never a pickle), a folder -> ``find_model_folder``. ``label`` prefixes the messages (``"--model "``)."""
+    path = Path(path)
+    if path.is_file():
+        if path.suffix != ".safetensors":
+            raise InputError(f"{label}{path}: a model file must be .safetensors (pickled .pt/.pth files are not "
+                             "loaded for safety)")
+        return path
+    if not path.is_dir():
+        raise InputError(f"{label}{path}: no such file or folder (expected a training output folder, a model folder, "
+                         "a .safetensors file or an MLflow URI such as models:/facesr@champion)")
+    return find_model_folder(path)
 
 
 def save_generator(model: nn.Module, folder: str | os.PathLike[str], meta: Mapping[str, Any] | None = None) -> dict:
@@ -411,5 +427,6 @@ def read_model_meta(path: str | os.PathLike[str]) -> dict:
     return meta if isinstance(meta, dict) else {}
 
 
-__all__ = ["MODEL_FORMAT", "META_FILE", "WEIGHTS_FILE", "ModelFiles", "check_model", "infer_arch", "init_weights_file",
-           "load_generator", "load_init_weights", "read_init_state", "read_model_meta", "save_generator"]
+__all__ = ["MODEL_FORMAT", "META_FILE", "WEIGHTS_FILE", "ModelFiles", "check_model", "find_model_folder", "infer_arch",
+           "init_weights_file", "load_generator", "load_init_weights", "model_location", "read_init_state",
+           "read_model_meta", "save_generator"]
