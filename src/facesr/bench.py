@@ -2,36 +2,37 @@
 peak memory and achieved TFLOP/s, for each loss variant, against a reference configuration measured in the same run;
 and ``facesr upscale`` end to end on a synthetic large image against the generator's forward on the same tiles.
 
-Configurations
---------------
-* ``optimised``: what ``facesr train`` does with the active params: channels_last (``train.channels_last``), bf16
-  autocast on CUDA (``train.amp``), optional ``torch.compile`` (``train.compile``), fused Adam on CUDA, frozen loss
-  networks, batches kept uint8 until they are on the device (pinned memory on CUDA), cudnn.benchmark on CUDA.
-* ``reference``: the same models and losses in eager fp32, channels-first, PyTorch defaults (default Adam, no
-  cudnn.benchmark), float32 batches made on the host and copied (BasicSR's ``img2tensor`` semantics).
+Each configuration is a ``facesr.train.Trainer`` built with a ``facesr.train.Speed``, fed by the training data stream
+(``facesr.train.EpochStream``, the one ``facesr train`` reads), and timed in ``Trainer.step``; the bench sets nothing
+up by hand.
 
-The step is the GAN-phase step of ``facesr.train`` (the phase that dominates a run): a G step (G forward, D on real and
-fake, the variant's loss, backward, Adam) and a D step (D on real and detached fake, relativistic loss, backward, Adam),
-plus the EMA update. FLOPs are counted once per configuration with ``torch.utils.flop_counter.FlopCounterMode``.
+* ``optimised``: ``Speed.training(params, device)``, what ``facesr train`` does with the active params: channels_last
+  (``train.channels_last``), bf16 autocast on CUDA (``train.amp``), optional ``torch.compile`` (``train.compile``),
+  fused Adam on CUDA, batches kept uint8 until they are on the device (pinned memory on CUDA), cudnn.benchmark and
+  TF32 on CUDA (unless ``train.deterministic``).
+* ``reference``: ``Speed.reference()``, the same models and losses in eager fp32, channels-first, PyTorch defaults
+  (default Adam, no cudnn.benchmark), float32 batches made on the host and copied (BasicSR's ``img2tensor``).
+
+The step is the GAN-phase step (the phase that dominates a run): a G step (G forward, D on real and fake, the
+variant's loss, backward, Adam) and a D step (D on real and detached fake, relativistic loss, backward, Adam), the LR
+schedulers and the EMA update. FLOPs are counted once per configuration with ``torch.utils.flop_counter``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import resource
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from facesr.config import Params
+from facesr.device import resolve_device
 from facesr.errors import UserError
+from facesr.train import Dist, EpochStream, Speed, Trainer, data_manifest_sha, make_dataset
 
 # dense peak TFLOP/s by GPU name fragment: (bf16 tensor core, fp32 incl. TF32 tensor core)
 GPU_PEAK_TFLOPS: dict[str, tuple[float, float]] = {
@@ -48,32 +49,17 @@ TABLE_FIELDS = ("variant", "config", "imgs_per_s", "data_ms", "forward_ms", "bac
                 "spread_pct", "infer_mpix_per_s", "tiles_mpix_per_s", "upscale_mpix_per_s", "upscale_ratio",
                 "peak_mem_mb", "tflops", "peak_fraction", "speedup")
 
-# the issue's targets: the GAN step of each variant vs the reference (on a GPU / on a CPU), data loading share
+# targets: the GAN step of each variant vs the reference (on a GPU / on a CPU), data loading share of the step
 TARGET_SPEEDUP = {"cuda": 2.0, "cpu": 1.0}
 TARGET_DATA_PCT = 5.0
 # `facesr upscale` end to end (read, tiles, uint8 rows, encode, write) vs the generator's forward on the same tiles
 TARGET_UPSCALE_RATIO = 0.75
 
 
-@dataclass(frozen=True)
-class Setting:
-    name: str
-    channels_last: bool
-    amp: torch.dtype | None
-    fused_adam: bool
-    compile: bool
-    uint8_transfer: bool
-    cudnn_benchmark: bool
-
-
-def settings_for(params: Params, device: torch.device, reference: bool) -> list[Setting]:
-    from facesr.train import amp_dtype
-
-    cuda = device.type == "cuda"
-    opt = Setting("optimised", params.train.channels_last, amp_dtype(params, device), cuda, params.train.compile,
-                  True, cuda)
-    ref = Setting("reference", False, None, False, False, False, False)
-    return [ref, opt] if reference else [opt]
+def settings_for(params: Params, device: torch.device, reference: bool) -> list[Speed]:
+    """The configurations to measure: the reference (when asked for), then what ``facesr train`` runs."""
+    opt = Speed.training(params, device)
+    return [Speed.reference(), opt] if reference else [opt]
 
 
 class _SyntheticPatches(torch.utils.data.Dataset):
@@ -91,31 +77,9 @@ class _SyntheticPatches(torch.utils.data.Dataset):
         return {"lr": self.lr[i], "hr": self.hr[i]}
 
 
-class _AsFloat(torch.utils.data.Dataset):
-    """BasicSR semantics: the dataset returns float32 tensors in [0, 1] (made on the host)."""
-
-    def __init__(self, ds: Any) -> None:
-        self.ds = ds
-
-    def __len__(self) -> int:
-        return len(self.ds)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        item = self.ds[i]
-        return {k: item[k].float().div(255.0) for k in ("lr", "hr")}
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _batches(ds: Any, bs: int, workers: int, pin: bool) -> Iterator[dict[str, torch.Tensor]]:
-    """Batches forever from one loader; its workers persist across epochs, so no timed step pays their start-up."""
-    loader = torch.utils.data.DataLoader(ds, batch_size=bs, shuffle=True, drop_last=True, num_workers=workers,
-                                         pin_memory=pin, persistent_workers=workers > 0)
-    while True:
-        yield from loader
 
 
 def _peak_mem_mb(device: torch.device) -> float:
@@ -136,90 +100,44 @@ def _gpu_peak(device: torch.device, amp: torch.dtype | None) -> float | None:
 
 
 class _Runner:
-    """One variant in one configuration: its own models, optimisers and batch stream, ready to time steps.
+    """One variant in one configuration: a Trainer and its data stream, ready to time steps.
 
     Both configurations of a variant are built first and then timed in alternating rounds (``repeat``), so a machine
     whose speed drifts (a shared VM, thermal throttling) slows both alike instead of biasing the ratio.
     """
 
-    def __init__(self, params: Params, variant: str, device: torch.device, s: Setting, dataset: Any) -> None:
-        from facesr import train as tr
-
-        self.params, self.variant, self.device, self.s = params, variant, device, s
+    def __init__(self, params: Params, variant: str, device: torch.device, speed: Speed, dataset: Any) -> None:
+        self.params, self.variant, self.device, self.speed = params, variant, device, speed
         cuda = device.type == "cuda"
-        base = torch.cuda.memory_allocated(device) if cuda else 0
-        self._flags()
-        tr.seed_everything(params.seed)
-        comp = tr.build_components(params, variant, device)
-        self.fmt = torch.channels_last if s.channels_last else torch.contiguous_format
-        self.g = comp.generator.to(device, memory_format=self.fmt)
-        self.d = comp.discriminator.to(device, memory_format=self.fmt)
-        self.loss_fn = comp.gen_loss.to(device, memory_format=self.fmt)
-        self.loss_fn.eval()
-        for p in self.loss_fn.parameters():
-            p.requires_grad_(False)
-        self.disc_loss = comp.disc_loss
-        kw: dict[str, Any] = {"betas": tuple(params.train.betas)}
-        if s.fused_adam:
-            kw["fused"] = True
-        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=params.train.lr_g, **kw)
-        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=params.train.lr_d, **kw)
-        self.ema = tr.EMA(self.g, params.train.ema_decay)
-        self.g_run: nn.Module = torch.compile(self.g) if s.compile else self.g
-        self.d_run: nn.Module = torch.compile(self.d) if s.compile else self.d
-        ds = dataset if s.uint8_transfer else _AsFloat(dataset)
-        self.it = _batches(ds, params.train.batch_size, params.data.num_workers, pin=cuda and s.uint8_transfer)
+        self._base = torch.cuda.memory_allocated(device) if cuda else 0
+        with speed.switches():
+            self.trainer = Trainer(params, variant, device, speed=speed, pretrain_steps=0)  # GAN steps only
+        stream = EpochStream(dataset, params, Dist(), pin=cuda and speed.uint8_transfer, variant=variant,
+                             uint8=speed.uint8_transfer)
+        self.batches = stream.forever()
         self.flops = 0
         self.resident = 0  # bytes this runner keeps allocated between steps (CUDA)
-        self._base = base
-
-    def _flags(self) -> None:
-        torch.backends.cudnn.benchmark = self.s.cudnn_benchmark
-        if self.device.type == "cuda":  # as facesr.train: TF32 matmuls when optimised; PyTorch's default for the reference
-            torch.backends.cuda.matmul.allow_tf32 = self.s.cudnn_benchmark
-
-    def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.s.amp is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.s.amp)
-
-    def _to_dev(self, x: torch.Tensor) -> torch.Tensor:
-        if self.s.uint8_transfer:
-            x = x.to(self.device, non_blocking=True).float().div_(255.0)
-        else:
-            x = x.to(self.device)
-        return x.contiguous(memory_format=self.fmt)
 
     def step(self) -> tuple[float, float, float, int]:
-        from facesr import train as tr
-
+        """One ``Trainer.step`` -> (data, forward, backward + optimiser + EMA) seconds and the images in the batch."""
         device = self.device
         t0 = time.perf_counter()
-        b = next(self.it)
-        lr, hr = self._to_dev(b["lr"]), self._to_dev(b["hr"])
-        _sync(device)
-        times = {"data": time.perf_counter()}
+        b = next(self.batches)
+        times: dict[str, float] = {}
 
-        def mark(phase: str) -> None:
+        def mark(part: str) -> None:
             _sync(device)
-            times[phase] = time.perf_counter()
+            times[part] = time.perf_counter()
 
-        # the trainer's own GAN step (facesr.train.gan_step), timed phase by phase
-        tr.gan_step(self.g_run, self.d, self.d, self.d_run, self.loss_fn, self.disc_loss, self.opt_g, self.opt_d, lr,
-                    hr, self.autocast, mark=mark)
-        self.ema.update(self.g)
-        mark("ema")
+        self.trainer.step(b, mark=mark)
         fwd = (times["g_forward"] - times["data"]) + (times["d_forward"] - times["g_backward"])
         bwd = (times["g_backward"] - times["g_forward"]) + (times["ema"] - times["d_forward"])
-        return times["data"] - t0, fwd, bwd, hr.shape[0]
+        return times["data"] - t0, fwd, bwd, b["hr"].shape[0]
 
     def warm_up(self, steps: int) -> None:
         """``steps`` untimed steps; the first also counts the FLOPs of one step."""
         from torch.utils.flop_counter import FlopCounterMode
 
-        self._flags()
-        self.g.train()
-        self.d.train()
         with FlopCounterMode(display=False) as fc:
             self.step()
         for _ in range(steps - 1):
@@ -231,7 +149,6 @@ class _Runner:
 
     def timed_round(self, steps: int) -> dict[str, float]:
         """``steps`` timed steps -> per-step means and this configuration's peak memory (MiB) in the round."""
-        self._flags()
         cuda = self.device.type == "cuda"
         if cuda:
             _sync(self.device)
@@ -251,22 +168,21 @@ class _Runner:
 
     def inference(self, infer_size: int, warmup: int, steps: int) -> float:
         """Output megapixels per second of G in eval mode on LR inputs of ``infer_size`` px."""
-        self._flags()
-        self.g.eval()
+        g = self.trainer.g.eval()
         scale = self.params.data.scale
         x = torch.rand(self.params.evaluate.batch_size, 3, infer_size, infer_size, device=self.device)
-        x = x.contiguous(memory_format=self.fmt)
-        with torch.inference_mode(), self.autocast():
+        x = x.contiguous(memory_format=self.trainer.fmt)
+        with torch.inference_mode(), self.trainer.autocast():
             for _ in range(max(1, warmup)):
-                self.g_run(x)
+                self.trainer.g_run(x)
             _sync(self.device)
             n_inf = max(2, steps)
             t0 = time.perf_counter()
             for _ in range(n_inf):
-                self.g_run(x)
+                self.trainer.g_run(x)
             _sync(self.device)
             t_inf = time.perf_counter() - t0
-        self.g.train()
+        g.train()
         return n_inf * x.shape[0] * (infer_size * scale) ** 2 / 1e6 / t_inf
 
     def upscale_speed(self, lr_width: int, tile: int, overlap: int, batch_size: int, rounds: int,
@@ -278,8 +194,7 @@ class _Runner:
 
         from facesr import infer
 
-        self._flags()
-        self.g.eval()
+        g_model = self.trainer.g.eval()
         scale = self.params.data.scale
         w, h = lr_width, max(1, lr_width * 3 // 4)
         yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
@@ -288,8 +203,8 @@ class _Runner:
         rgb = img.to(torch.uint8).numpy()
         src = workdir / "bench-upscale.png"
         Image.fromarray(rgb).save(src)
-        bf16 = self.device.type == "cuda" and self.s.amp == torch.bfloat16
-        lm = infer.LoadedModel(model=self.g, meta={}, scale=scale, source="bench", device=self.device)
+        bf16 = self.device.type == "cuda" and self.speed.amp == torch.bfloat16
+        lm = infer.LoadedModel(model=g_model, meta={}, scale=scale, source="bench", device=self.device)
         lr = torch.from_numpy(rgb)
 
         def window(y0: int, x0: int, hh: int, ww: int) -> torch.Tensor:
@@ -298,7 +213,7 @@ class _Runner:
         def forward_only() -> float:
             t0 = time.perf_counter()
             with torch.inference_mode():
-                for _ in infer.iter_tiles(self.g, window, h, w, scale, tile, overlap, batch_size, bf16):
+                for _ in infer.iter_tiles(g_model, window, h, w, scale, tile, overlap, batch_size, bf16):
                     pass
             _sync(self.device)
             return time.perf_counter() - t0
@@ -313,13 +228,13 @@ class _Runner:
             return time.perf_counter() - t0
 
         with torch.inference_mode():  # warm-up on one window's worth
-            infer.forward(self.g, window(0, 0, min(h, tile), min(w, tile))[None].contiguous(
-                memory_format=infer.memory_format(self.g)), bf16)
+            infer.forward(g_model, window(0, 0, min(h, tile), min(w, tile))[None].contiguous(
+                memory_format=infer.memory_format(g_model)), bf16)
         fwd, e2e = [], []
         for i in range(max(1, rounds)):
             fwd.append(forward_only())
             e2e.append(end_to_end(i))
-        self.g.train()
+        g_model.train()
         mpix = w * h * scale * scale / 1e6
         t_fwd, t_e2e = sorted(fwd)[(len(fwd) - 1) // 2], sorted(e2e)[(len(e2e) - 1) // 2]
         return {"tiles_mpix_per_s": mpix / t_fwd, "upscale_mpix_per_s": mpix / t_e2e, "upscale_ratio": t_fwd / t_e2e,
@@ -331,10 +246,10 @@ class _Runner:
         med = ordered[(len(ordered) - 1) // 2]
         step_s = med["step"]
         tflops = self.flops / step_s / 1e12 if step_s > 0 else 0.0
-        peak_tf = _gpu_peak(self.device, self.s.amp)
+        peak_tf = _gpu_peak(self.device, self.speed.amp)
         return {
             "variant": self.variant,
-            "config": self.s.name,
+            "config": self.speed.name,
             "imgs_per_s": med["imgs"] / step_s,
             "data_ms": 1e3 * med["data"],
             "forward_ms": 1e3 * med["fwd"],
@@ -348,29 +263,32 @@ class _Runner:
             "gflop_per_step": self.flops / 1e9,
             "tflops": tflops,
             "peak_fraction": (tflops / peak_tf) if peak_tf else None,
-            "setting": {k: (str(v).replace("torch.", "") if isinstance(v, torch.dtype) else v)
-                        for k, v in self.s.__dict__.items()},
+            "setting": self.speed.describe(),
         }
 
 
 def _run_all(params: Params, variants: list[str], device: torch.device, reference: bool, steps: int, warmup: int,
              repeat: int, dataset: Any, infer_size: int, upscale: dict[str, int] | None = None) -> list[dict[str, Any]]:
+    """Every variant in every configuration; each runs under its own global torch switches (restored after)."""
     rows: list[dict[str, Any]] = []
     for v in variants:
         runners = [_Runner(params, v, device, s, dataset) for s in settings_for(params, device, reference)]
         for r in runners:
-            r.warm_up(warmup)
+            with r.speed.switches():
+                r.warm_up(warmup)
         rounds: list[list[dict[str, float]]] = [[] for _ in runners]
         for _ in range(repeat):  # alternate the configurations round by round
             for i, r in enumerate(runners):
-                rounds[i].append(r.timed_round(steps))
+                with r.speed.switches():
+                    rounds[i].append(r.timed_round(steps))
         ref_ips = None
         for i, r in enumerate(runners):
-            row = r.row(rounds[i], r.inference(infer_size, warmup, steps))
-            if upscale and r.s.name == "optimised":  # what `facesr upscale` runs: the optimised model only
-                with tempfile.TemporaryDirectory(prefix="facesr-bench-") as td:
-                    row.update(r.upscale_speed(rounds=repeat, workdir=Path(td), **upscale))
-            if r.s.name == "reference":
+            with r.speed.switches():
+                row = r.row(rounds[i], r.inference(infer_size, warmup, steps))
+                if upscale and r.speed.name == "optimised":  # what `facesr upscale` runs: the optimised model only
+                    with tempfile.TemporaryDirectory(prefix="facesr-bench-") as td:
+                        row.update(r.upscale_speed(rounds=repeat, workdir=Path(td), **upscale))
+            if r.speed.name == "reference":
                 ref_ips = row["imgs_per_s"]
             row["speedup"] = row["imgs_per_s"] / ref_ips if ref_ips else None
             rows.append(row)
@@ -389,8 +307,6 @@ def bench(params: Params, variants: list[str] | None = None, *, steps: int = 3, 
     ``upscale_size`` > 0: also `facesr upscale` end to end on a synthetic ``upscale_size`` x 3/4 image with the
     optimised model and the given tiles, against G's forward on the same tiles (0 = skip).
     """
-    from facesr import train as tr
-
     variants = [params.check_variant(v) for v in (variants or params.variants)]
     if steps < 1 or warmup < 1 or repeat < 1:
         raise UserError("--steps, --warmup and --repeat must be >= 1 (the first warm-up step counts the FLOPs)")
@@ -398,19 +314,14 @@ def bench(params: Params, variants: list[str] | None = None, *, steps: int = 3, 
         raise UserError("--upscale-size, --upscale-tile and --upscale-overlap must be >= 0, --upscale-batch >= 1")
     upscale = ({"lr_width": upscale_size, "tile": upscale_tile, "overlap": upscale_overlap,
                 "batch_size": upscale_batch} if upscale_size else None)
-    device = tr.resolve_device(params.train.device)
+    device = resolve_device(params.train.device, "train.device")
     if data is not None:
-        tr._data_manifest_sha(Path(data))
-        dataset = tr.make_dataset(params, Path(data))
+        data_manifest_sha(Path(data))  # a prepared folder, or exit 2 naming it
+        dataset = make_dataset(params, Path(data))  # the patches `facesr train` cuts for a GAN variant
     else:
         n = max(params.train.batch_size * 16, 32)
         dataset = _SyntheticPatches(n, params.data.hr_size, params.data.scale)
-    rows: list[dict[str, Any]] = []
-    saved = torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32
-    try:
-        rows = _run_all(params, variants, device, reference, steps, warmup, repeat, dataset, infer_size, upscale)
-    finally:
-        torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32 = saved
+    rows = _run_all(params, variants, device, reference, steps, warmup, repeat, dataset, infer_size, upscale)
     info = {
         "device": str(device) if device.type != "cuda" else f"cuda ({torch.cuda.get_device_name(device)})",
         "threads": torch.get_num_threads(),

@@ -1,25 +1,34 @@
-"""Training checkpoints (``OUT/checkpoints/last.pt``): save, load, validate, restore. The one owner of the format.
+"""Training checkpoints (``OUT/checkpoints/last.pt`` and ``inputs.json`` beside it): the one owner of the format.
 
-``load(path, variant=...)`` reads a checkpoint with ``torch.load(weights_only=True)`` (nothing is unpickled beyond
-tensors and plain containers) and validates every field ``restore`` needs, so a damaged or foreign file is refused with
-one ``InputError`` (exit 2) naming it *before* the caller touches any file. ``restore(ck, path, targets)`` hands each
-part to its loader and maps a part that does not fit (other model params) to the same kind of error.
-``save(path, state)`` writes atomically (a temporary sibling renamed into place).
+- ``write(out, state, inputs, steps_per_epoch)`` composes the fields (the only place that does) from a Trainer's
+  ``state_dict()`` and what the run was made with, and writes ``last.pt`` atomically (a temporary sibling renamed into
+  place) and then ``inputs.json``. ``save(path, fields)`` is the atomic writer under it.
+- ``load(path, variant=...)`` reads with ``torch.load(weights_only=True)`` (nothing is unpickled beyond tensors and
+  plain containers), ``validate``s every field, and returns a ``Checkpoint`` (the only place that reads the fields): a
+  damaged or foreign file is refused with one ``InputError`` (exit 2) naming it *before* the caller touches any file.
+- ``restore(ck, load_state_dict)`` hands the training state to the Trainer and maps a part that does not fit (other
+  model params; the Trainer raises ``PartMismatch``) to the same kind of error.
+- ``is_stale(out, inputs)``: whether ``inputs.json`` says the checkpoint was made with other inputs
+  (``--restart-if-changed``); ``discard(out)`` removes both files; ``peek_step(path)`` the step as on disk.
 
-Fields (format ``facesr.checkpoint/1``): ``format``, ``variant``, ``step`` (optimiser steps done, >= 0), ``epoch``,
-``position``, ``phase``, ``pretrain_steps``, ``steps_per_epoch``, ``params_hash``, ``data_manifest_sha256``,
-``generator`` / ``discriminator`` (state dicts), ``ema`` (``decay``, ``updates``, ``shadow``), ``opt_pre`` / ``opt_g`` /
-``opt_d`` (optimizer state dicts), ``sched_g`` / ``sched_d`` (scheduler state dicts), ``rng`` (``torch``, ``numpy``,
-``python``, optionally ``cuda``).
+Fields of ``last.pt`` (format ``facesr.checkpoint/1``): ``format``, ``variant``, ``step`` (optimiser steps done, >= 0),
+``epoch``, ``position``, ``phase``, ``pretrain_steps``, ``steps_per_epoch``, ``params_hash``, ``data_manifest_sha256``,
+and the Trainer's parts: ``generator`` / ``discriminator`` (state dicts), ``ema`` (``decay``, ``updates``,
+``shadow``), ``opt_pre`` / ``opt_g`` / ``opt_d`` (optimizer state dicts), ``sched_g`` / ``sched_d`` (scheduler state
+dicts), ``rng`` (``torch``, ``numpy``, ``python``, optionally ``cuda``). ``inputs.json``: ``variant``, ``step``,
+``params_hash``, ``data_manifest_sha256``, ``init_sha256``.
 """
 
 from __future__ import annotations
 
 import io
+import json
+import logging
 import pickle
 import random
 import warnings
 from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +37,15 @@ import torch
 
 from facesr.errors import InputError
 
+log = logging.getLogger(__name__)
+
 CHECKPOINT_FORMAT = "facesr.checkpoint/1"
+CHECKPOINT_FILE = "last.pt"
+INPUTS_FILE = "inputs.json"  # beside last.pt: what it was made with, readable without loading it
 STATE_DICTS = ("generator", "discriminator")
 OPTIMIZERS = ("opt_pre", "opt_g", "opt_d")
 SCHEDULERS = ("sched_g", "sched_d")
+STATE_FIELDS = ("step", "pretrain_steps", *STATE_DICTS, "ema", *OPTIMIZERS, *SCHEDULERS, "rng")  # Trainer.state_dict()
 _REMEDY = "delete it (or the whole --out folder) to start training again, or put back a good copy"
 
 
@@ -71,13 +85,101 @@ def peek_step(path: str | Path) -> int | None:
     return step if _is_int(step) else None
 
 
-def save(path: str | Path, state: Mapping[str, Any]) -> None:
-    """Write a checkpoint atomically (readers see the old file or the new one, never a part)."""
+def save(path: str | Path, fields: Mapping[str, Any]) -> None:
+    """Write a checkpoint's fields atomically (readers see the old file or the new one, never a part)."""
     from facesr.fsutil import atomic_write_bytes
 
     buf = io.BytesIO()
-    torch.save(dict(state), buf)
+    torch.save(dict(fields), buf)
     atomic_write_bytes(Path(path), buf.getvalue())
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What a run is made with: a checkpoint of other inputs is stale (``--restart-if-changed``)."""
+
+    variant: str
+    params_hash: str
+    data_manifest_sha256: str
+    init_sha256: str | None
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded, validated ``last.pt``: where it stands, what it was made with, and the Trainer's state."""
+
+    path: Path
+    variant: str
+    step: int
+    pretrain_steps: int
+    params_hash: str | None
+    data_manifest_sha256: str | None
+    state: dict[str, Any]  # for Trainer.load_state_dict (step, pretrain_steps and the parts)
+
+
+def path_in(out: Path) -> Path:
+    """The checkpoint of the training folder ``out``."""
+    return Path(out) / "checkpoints" / CHECKPOINT_FILE
+
+
+def write(out: Path, state: Mapping[str, Any], inputs: Inputs, steps_per_epoch: int) -> None:
+    """Write ``out``'s checkpoint from a Trainer's ``state_dict()``, then ``inputs.json`` beside it."""
+    step, pre = int(state["step"]), int(state["pretrain_steps"])
+    fields = {
+        "format": CHECKPOINT_FORMAT,
+        "variant": inputs.variant,
+        "step": step,
+        "epoch": step // steps_per_epoch,
+        "position": step % steps_per_epoch,
+        "phase": "pretrain" if step < pre else "gan",
+        "pretrain_steps": pre,
+        "steps_per_epoch": steps_per_epoch,
+        "params_hash": inputs.params_hash,
+        "data_manifest_sha256": inputs.data_manifest_sha256,
+        **{k: state[k] for k in STATE_FIELDS[2:]},
+    }
+    from facesr.fsutil import atomic_write_json
+
+    save(path_in(out), fields)
+    atomic_write_json(path_in(out).with_name(INPUTS_FILE), {"variant": inputs.variant, "step": step,
+                                                            **{k: v for k, v in asdict(inputs).items()
+                                                               if k != "variant"}})
+
+
+def is_stale(out: Path, inputs: Inputs) -> bool:
+    """True when ``out``'s checkpoint was made with other params, prepared data, init weights or another variant."""
+    ckpt = path_in(out)
+    if not ckpt.exists():
+        return False
+    sidecar = ckpt.with_name(INPUTS_FILE)
+    try:
+        made_with = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):  # no record of its inputs: it cannot be shown to match
+        log.warning("%s: no readable %s; treating the checkpoint as made with other inputs", ckpt, INPUTS_FILE)
+        return True
+    changed = [what for what, now, then in (
+        ("variant", inputs.variant, made_with.get("variant")),
+        ("params", inputs.params_hash, made_with.get("params_hash")),
+        ("prepared data", inputs.data_manifest_sha256, made_with.get("data_manifest_sha256")),
+        ("init weights", inputs.init_sha256, made_with.get("init_sha256")),
+    ) if now != then]
+    if changed:
+        log.warning("--restart-if-changed: %s changed since %s was written; starting over", " and ".join(changed), ckpt)
+    return bool(changed)
+
+
+def discard(out: Path) -> None:
+    """Remove ``out``'s checkpoint and its ``inputs.json`` (a stale run starts over)."""
+    for name in (CHECKPOINT_FILE, INPUTS_FILE):
+        path_in(out).with_name(name).unlink(missing_ok=True)
+
+
+class PartMismatch(ValueError):
+    """A part of a training state does not fit the Trainer (``part`` names it, the message says why)."""
+
+    def __init__(self, part: str, reason: str) -> None:
+        super().__init__(reason)
+        self.part = part
 
 
 class _Bad(ValueError):
@@ -131,8 +233,7 @@ def validate(ck: Any) -> None:
         raise _Bad(f"expected a mapping of fields, got {type(ck).__name__}")
     if ck.get("format") != CHECKPOINT_FORMAT:
         raise _Bad(f"format is {str(ck.get('format'))[:60]!r}, expected {CHECKPOINT_FORMAT!r}")
-    missing = [k for k in ("variant", "step", "pretrain_steps", *STATE_DICTS, "ema", *OPTIMIZERS, *SCHEDULERS, "rng")
-               if k not in ck]
+    missing = [k for k in ("variant", *STATE_FIELDS) if k not in ck]
     if missing:
         raise _Bad(f"missing field(s) {', '.join(missing)}")
     if not isinstance(ck["variant"], str):
@@ -156,7 +257,7 @@ def validate(ck: Any) -> None:
     _rng(ck["rng"])
 
 
-def load(path: str | Path, variant: str | None = None) -> dict[str, Any]:
+def load(path: str | Path, variant: str | None = None) -> Checkpoint:
     """Read and validate a checkpoint; InputError (exit 2) naming ``path`` and what to do when anything is wrong."""
     path = Path(path)
     ck = safe_torch_load(path, "a facesr checkpoint", _REMEDY)
@@ -167,21 +268,20 @@ def load(path: str | Path, variant: str | None = None) -> dict[str, Any]:
     if variant is not None and ck["variant"] != variant:
         raise InputError(f"{path}: made for variant {ck['variant']!r}, not {variant!r}; pass --variant "
                          f"{ck['variant']} to resume it, or use another --out")
-    return dict(ck)
+    state = {k: ck[k] for k in STATE_FIELDS}
+    return Checkpoint(path, ck["variant"], ck["step"], ck["pretrain_steps"], ck.get("params_hash"),
+                      ck.get("data_manifest_sha256"), state)
 
 
-def restore(ck: Mapping[str, Any], path: str | Path, targets: Mapping[str, Callable[[Any], Any]]) -> None:
-    """Apply each checkpoint part to its loader (``{"generator": g.load_state_dict, ...}``), in order.
-
-    A part that does not fit (a checkpoint of other model params) raises InputError naming ``path`` and the part.
-    """
-    for key, load_part in targets.items():
-        try:
-            load_part(ck[key])
-        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise InputError(f"{path}: {key!r} does not fit the model and optimiser built from the current params "
-                             f"({first}); resume with the params the run was started with, or {_REMEDY}") from None
+def restore(ck: Checkpoint, load_state_dict: Callable[[dict[str, Any]], None]) -> None:
+    """``load_state_dict(ck.state)`` (a Trainer's); a part that does not fit (a checkpoint of other model params)
+    raises InputError naming the checkpoint and the part."""
+    try:
+        load_state_dict(ck.state)
+    except PartMismatch as exc:
+        raise InputError(f"{ck.path}: {exc.part!r} does not fit the model and optimiser built from the current params "
+                         f"({exc}); resume with the params the run was started with, or {_REMEDY}") from None
 
 
-__all__ = ["CHECKPOINT_FORMAT", "load", "peek_step", "restore", "safe_torch_load", "save", "validate"]
+__all__ = ["CHECKPOINT_FORMAT", "Checkpoint", "Inputs", "PartMismatch", "discard", "is_stale", "load", "path_in",
+           "peek_step", "restore", "safe_torch_load", "save", "validate", "write"]

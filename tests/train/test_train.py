@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from facesr import train as train_mod
+from facesr.train import trainer as trainer_mod
 from facesr.cli.main import main as cli_main
 from facesr.errors import InputError, UserError
 
@@ -168,7 +169,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(params_ci, prepared, tmp_
         comp.gen_loss = Poison()
         return comp
 
-    monkeypatch.setattr(train_mod, "build_components", poisoned)
+    monkeypatch.setattr(trainer_mod, "build_components", poisoned)  # where the Trainer looks it up
     out = tmp_path / "out"
     p = params_ci(train__max_steps=4, train__checkpoint_every=2)
     with pytest.raises(train_mod.NonFiniteLossError, match="step 4.*step 2") as exc:
