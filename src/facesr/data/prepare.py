@@ -106,16 +106,15 @@ def data_params_used(params: Params) -> dict[str, Any]:
             "max_images": d.max_images}
 
 
-def prepare(params: Params, raw: Path, out: Path) -> dict[str, Any]:
-    """Build the prepared folder ``out`` from the raw folder ``raw``; returns the manifest."""
-    raw, out = Path(raw), Path(out)
-    d = params.data
-    files, raw_manifest_sha = _raw_files(raw)
-    check_output_folder(out, markers={"manifest.json": {PREPARED_FORMAT}}, inputs=[raw],
-                        kind="prepared folder made by `facesr prepare`")
+Entry = tuple[str, str, str, Path, bool]  # (subset key, sha256, path in the manifest, file, empty)
 
-    # hash every file first: the examination order (and max_images) is by content hash, not by name
-    entries = []
+
+def hash_files(raw: Path, files: list[dict[str, Any]]
+               ) -> tuple[list[Entry], dict[str, str], list[dict[str, str]]]:
+    """Hash every listed file (the examination order, and data.max_images, are by content hash, not by name):
+    ``(entries sorted by subset_key, {path: sha256}, rejected)``; a path that leaves the raw folder or is missing
+    is rejected unread."""
+    entries: list[Entry] = []
     input_hashes: dict[str, str] = {}
     rejected: list[dict[str, str]] = []
     for f in files:
@@ -132,81 +131,113 @@ def prepare(params: Params, raw: Path, out: Path) -> dict[str, Any]:
         input_hashes[rel] = sha
         entries.append((subset_key(sha), sha, rel, p, p.stat().st_size == 0))
     entries.sort()
+    return entries, input_hashes, rejected
 
+
+def examine(entries: list[Entry], params: Params, work: Path,
+            rejected: list[dict[str, str]]) -> tuple[list[dict[str, Any]], int]:
+    """Decode each file in order (``images.load_rgb``) until data.max_images are accepted: ``(accepted, skipped)``.
+
+    Unusable files and duplicates (same bytes, or same decoded pixels) are appended to ``rejected``; each accepted
+    image is spilled to ``work/NAME.npy`` (longer side capped at data.max_train_side), so memory stays at one image
+    whatever the dataset size.
+    """
+    d = params.data
     accepted: list[dict[str, Any]] = []
     seen_bytes: dict[str, str] = {}
     seen_pixels: dict[str, str] = {}
     skipped = 0
+    for k, (_, sha, rel, p, empty) in enumerate(entries):
+        if k and k % 500 == 0:
+            log.info("prepare: examined %d of %d files (%d accepted)", k, len(entries), len(accepted))
+        if d.max_images is not None and len(accepted) >= d.max_images:
+            skipped += 1
+            continue
+        if empty:  # before the duplicate check: every 0-byte file has the same hash, and "empty" is the reason
+            rejected.append({"file": rel, "reason": f"{EMPTY}: the file has 0 bytes"})
+            continue
+        if sha in seen_bytes:
+            rejected.append({"file": rel, "reason": f"{DUPLICATE}: same bytes as {seen_bytes[sha]}"})
+            continue
+        seen_bytes[sha] = rel
+        try:
+            arr = to_array(load_rgb(p, d.max_image_pixels))
+            h, w = arr.shape[:2]
+            if min(h, w) < d.hr_size:
+                raise ImageRejected(p, TOO_SMALL, f"{w}x{h} is smaller than data.hr_size={d.hr_size} on a side")
+        except ImageRejected as exc:
+            rejected.append({"file": rel, "reason": exc.reason})
+            continue
+        ph = _pixel_hash(arr)
+        if ph in seen_pixels:
+            rejected.append({"file": rel, "reason": f"{DUPLICATE}: same decoded pixels as {seen_pixels[ph]}"})
+            continue
+        seen_pixels[ph] = rel
+        name = image_name(sha)
+        _save_npy(work / f"{name}.npy", resize_longer_side(arr, d.max_train_side, min_short=d.hr_size))
+        accepted.append({"name": name, "source": rel, "sha256": sha, "split": split_of(sha, d.test_fraction),
+                         "width": int(w), "height": int(h)})
+    return accepted, skipped
+
+
+def fill_both_splits(accepted: list[dict[str, Any]], test_fraction: float) -> None:
+    """A tiny dataset must still have both sides: move the image closest to the split boundary into an empty one."""
+    if len(accepted) < 2:
+        return
+    for side, other in (("test", "train"), ("train", "test")):
+        if not any(a["split"] == side for a in accepted):
+            cand = min((a for a in accepted if a["split"] == other),
+                       key=lambda a: abs(int(a["sha256"][:16], 16) / float(1 << 64) - test_fraction))
+            cand["split"] = side
+            log.warning("the %s split was empty; moved %s there", side, cand["name"])
+
+
+def write_splits(tmp: Path, work: Path, train: list[dict[str, Any]], test: list[dict[str, Any]],
+                 params: Params) -> list[str]:
+    """The training shards (uint8 [H, W, 3] safetensors) and the test PNGs (hr, lr, full_hr, full_lr) from the
+    spilled images; returns the shard paths."""
+    d = params.data
+
+    def spilled(a: dict[str, Any]) -> np.ndarray:
+        return np.load(work / f"{a['name']}.npy")
+
+    shards: list[str] = []
+    for i in range(0, len(train), d.shard_size):
+        chunk = train[i:i + d.shard_size]
+        rel = f"train/shard-{i // d.shard_size:05d}.safetensors"
+        atomic_write_bytes(tmp / rel, st_save({a["name"]: spilled(a) for a in chunk}))
+        shards.append(rel)
+    for a in test:
+        img = spilled(a)
+        hr = center_crop(img, d.hr_size)
+        full = crop_to_multiple(img, d.scale)
+        for sub, arr in (("hr", hr), ("lr", bicubic_downscale(hr, d.scale)), ("full_hr", full),
+                         ("full_lr", bicubic_downscale(full, d.scale))):
+            atomic_write_bytes(tmp / "test" / sub / f"{a['name']}.png", png_bytes(arr))
+    return shards
+
+
+def prepare(params: Params, raw: Path, out: Path) -> dict[str, Any]:
+    """Build the prepared folder ``out`` from the raw folder ``raw``; returns the manifest."""
+    raw, out = Path(raw), Path(out)
+    files, raw_manifest_sha = _raw_files(raw)
+    check_output_folder(out, markers={"manifest.json": {PREPARED_FORMAT}}, inputs=[raw],
+                        kind="prepared folder made by `facesr prepare`")
+    entries, input_hashes, rejected = hash_files(raw, files)
     with atomic_dir(out) as tmp:
-        # decoded (capped) images are spilled to disk, so memory stays at one image whatever the dataset size
         work = tmp / ".work"
         work.mkdir()
-        for k, (_, sha, rel, p, empty) in enumerate(entries):
-            if k and k % 500 == 0:
-                log.info("prepare: examined %d of %d files (%d accepted)", k, len(entries), len(accepted))
-            if d.max_images is not None and len(accepted) >= d.max_images:
-                skipped += 1
-                continue
-            if empty:  # before the duplicate check: every 0-byte file has the same hash, and "empty" is the reason
-                rejected.append({"file": rel, "reason": f"{EMPTY}: the file has 0 bytes"})
-                continue
-            if sha in seen_bytes:
-                rejected.append({"file": rel, "reason": f"{DUPLICATE}: same bytes as {seen_bytes[sha]}"})
-                continue
-            seen_bytes[sha] = rel
-            try:
-                arr = to_array(load_rgb(p, d.max_image_pixels))
-                h, w = arr.shape[:2]
-                if min(h, w) < d.hr_size:
-                    raise ImageRejected(p, TOO_SMALL, f"{w}x{h} is smaller than data.hr_size={d.hr_size} on a side")
-            except ImageRejected as exc:
-                rejected.append({"file": rel, "reason": exc.reason})
-                continue
-            ph = _pixel_hash(arr)
-            if ph in seen_pixels:
-                rejected.append({"file": rel, "reason": f"{DUPLICATE}: same decoded pixels as {seen_pixels[ph]}"})
-                continue
-            seen_pixels[ph] = rel
-            name = image_name(sha)
-            _save_npy(work / f"{name}.npy", resize_longer_side(arr, d.max_train_side, min_short=d.hr_size))
-            accepted.append({"name": name, "source": rel, "sha256": sha, "split": split_of(sha, d.test_fraction),
-                             "width": int(w), "height": int(h)})
-
+        accepted, skipped = examine(entries, params, work, rejected)
         if not accepted:
             reasons = "; ".join(f"{r['file']}: {r['reason']}" for r in rejected[:5])
             more = f" (and {len(rejected) - 5} more)" if len(rejected) > 5 else ""
             raise InputError(f"{raw}: no usable images: all {len(rejected)} file(s) were rejected: {reasons}{more}")
-
-        # a tiny dataset must still have both sides: move the image closest to the boundary (documented)
-        if len(accepted) >= 2:
-            for side, other in (("test", "train"), ("train", "test")):
-                if not any(a["split"] == side for a in accepted):
-                    cand = min((a for a in accepted if a["split"] == other),
-                               key=lambda a: abs(int(a["sha256"][:16], 16) / float(1 << 64) - d.test_fraction))
-                    cand["split"] = side
-                    log.warning("the %s split was empty; moved %s there", side, cand["name"])
-
+        fill_both_splits(accepted, params.data.test_fraction)
         accepted.sort(key=lambda a: a["name"])
         train = [a for a in accepted if a["split"] == "train"]
         test = [a for a in accepted if a["split"] == "test"]
         rejected.sort(key=lambda r: r["file"])
-
-        def spilled(a: dict[str, Any]) -> np.ndarray:
-            return np.load(work / f"{a['name']}.npy")
-
-        shards: list[str] = []
-        for i in range(0, len(train), d.shard_size):
-            chunk = train[i:i + d.shard_size]
-            rel = f"train/shard-{i // d.shard_size:05d}.safetensors"
-            atomic_write_bytes(tmp / rel, st_save({a["name"]: spilled(a) for a in chunk}))
-            shards.append(rel)
-        for a in test:
-            img = spilled(a)
-            hr = center_crop(img, d.hr_size)
-            full = crop_to_multiple(img, d.scale)
-            for sub, arr in (("hr", hr), ("lr", bicubic_downscale(hr, d.scale)), ("full_hr", full),
-                             ("full_lr", bicubic_downscale(full, d.scale))):
-                atomic_write_bytes(tmp / "test" / sub / f"{a['name']}.png", png_bytes(arr))
+        shards = write_splits(tmp, work, train, test, params)
         shutil.rmtree(work)
         manifest = {
             "format": PREPARED_FORMAT,
