@@ -32,20 +32,18 @@ show() { if [ -e "$1" ]; then return 0; else echo "   (no $1: its stage has not 
 echo "-- outputs/eval/table.md"
 if show outputs/eval/table.md; then cat outputs/eval/table.md; fi
 echo
-echo "-- comparison grids (LR | bicubic | psnr | l1_vgg | l1_vgg_pieapp | HR)"
+# the models are psnr and the keys of loss.variants (evaluate's order: its metrics.json)
+models=$(facesr params --flat 2>/dev/null | sed -n 's/^loss\.variants\.\([a-z0-9_]*\)\.pixel=.*/\1/p' | tr '\n' ' ')
+echo "-- comparison grids (LR | bicubic | psnr | ${models// / | }HR)"
 if show outputs/eval/grids; then ls -1 outputs/eval/grids/*.png; fi
 echo
 echo "-- metrics: outputs/eval/metrics.json (dvc metrics show), per image: outputs/eval/per_image.csv"
-echo "-- models: outputs/train/psnr/model (the shared L1 stage), outputs/train/l1_vgg/model, outputs/train/l1_vgg_pieapp/model"
+echo "-- models: outputs/train/psnr/model (the shared L1 stage) and outputs/train/<variant>/model for: $models"
 echo "-- training curves: outputs/train/*/plots/train_log.csv (dvc plots show)"
 echo
 echo "-- quality against bicubic and the profile's targets (facesr quality; figures, not a gate)"
-models=()
-for m in psnr l1_vgg l1_vgg_pieapp; do
-  if [ -e "outputs/train/$m/model/model.json" ]; then models+=(--model "$m=outputs/train/$m"); fi
-done
-if show data/prepared/manifest.json && [ ${#models[@]} -gt 0 ]; then
-  facesr quality --data data/prepared "${models[@]}" --json outputs/quality.json
+if show data/prepared/manifest.json && show outputs/eval/metrics.json; then
+  facesr quality --data data/prepared --models-from outputs/train --json outputs/quality.json
 fi
 echo
 echo "-- registry: model $(param registry.model_name), tracking ${MLFLOW_TRACKING_URI:-$(param registry.tracking_uri)}"

@@ -132,6 +132,14 @@ def test_training_retries_and_caching(compiled):
         assert not root[name].get("cachingOptions", {}).get("enableCache"), name
 
 
+def test_the_variants_are_the_keys_of_loss_variants(tmp_path):
+    """A variant added in the params (here by --set) is a default of the run's variants, with no code change."""
+    spec, _ = _compile(tmp_path, overrides=["loss.variants.l1_gan.gan=0.005", "loss.variants.l1_gan.perceptual=0"])
+    variants = spec["root"]["inputDefinitions"]["parameters"]["variants"]["defaultValue"]
+    assert variants == ["l1_vgg", "l1_vgg_pieapp", "l1_gan"]
+    assert "(l1_vgg, l1_vgg_pieapp, l1_gan)" in spec["pipelineInfo"]["description"]
+
+
 def test_dag_order_parallel_variants_and_artifact_types(compiled):
     spec, _ = compiled
     root = spec["root"]["dag"]["tasks"]
@@ -151,7 +159,7 @@ def test_dag_order_parallel_variants_and_artifact_types(compiled):
         assert src == {"outputArtifactKey": "model", "producerTask": "pretrain"}, name
     assert root["promote"]["dependentTasks"] == ["register"]
     params = spec["root"]["inputDefinitions"]["parameters"]
-    assert params["variants"]["defaultValue"] == ["l1_vgg", "l1_vgg_pieapp"]
+    assert params["variants"]["defaultValue"] == load_params(PARAMS, "paper").variants == ["l1_vgg", "l1_vgg_pieapp"]
     assert {"source", "data_version", "profile", "variants", "mlflow_uri", "model_name"} <= set(params)
 
     def outputs(comp):

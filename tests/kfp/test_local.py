@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 PARAMS = REPO / "params.yaml"
@@ -29,10 +30,15 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_local_run_wires_every_task_with_standin_cli(tmp_path):
+    """With a third variant added in the params file (no code change): trained, evaluated and registered too."""
     log = tmp_path / "calls.jsonl"
     env = _env(tmp_path, FACESR_KFP_CLI=json.dumps([sys.executable, str(FAKE)]), FAKE_FACESR_LOG=str(log))
     root = tmp_path / "root"
-    r = subprocess.run(FACESR + ["--params", str(PARAMS), "--profile", "ci", "--set", "seed=5", "pipeline", "run",
+    raw = yaml.safe_load(PARAMS.read_text())
+    raw["loss"]["variants"]["l1_gan"] = {"pixel": 0.01, "perceptual": 0.0, "gan": 0.005, "pieapp": 0.0}
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw, sort_keys=False))
+    r = subprocess.run(FACESR + ["--params", str(params), "--profile", "ci", "--set", "seed=5", "pipeline", "run",
                                  "--local", "--pipeline-root", str(root), "--source", "dir:/faces",
                                  "--data-version", "v7", "--model-name", "facesr-test",
                                  "--mlflow-uri", f"sqlite:///{tmp_path}/m.db"],
@@ -42,11 +48,11 @@ def test_local_run_wires_every_task_with_standin_cli(tmp_path):
     verbs = [c["verb"] for c in calls]
     assert verbs[:3] == ["ingest", "prepare", "pretrain"] and verbs[-3:] == ["evaluate", "register", "promote"]
     assert verbs.count("pretrain") == 1, "the shared PSNR model is trained once per run"
-    assert sorted(c["args"]["variant"] for c in calls if c["verb"] == "train") == ["l1_vgg", "l1_vgg_pieapp"]
+    assert sorted(c["args"]["variant"] for c in calls if c["verb"] == "train") == ["l1_gan", "l1_vgg", "l1_vgg_pieapp"]
     by = {c["verb"]: c for c in calls}
     # params plumbing: the same params file, profile and --set reach every step
     assert all(c["profile"] == "ci" and "seed=5" in c["set"] for c in calls)
-    assert all(c["params_text"] == PARAMS.read_text() for c in calls)
+    assert all(c["params_text"] == params.read_text() for c in calls)
     assert by["ingest"]["args"]["source"] == "dir:/faces"
     # artifacts flow: ingest out -> prepare raw -> train data -> evaluate models -> register eval
     assert by["prepare"]["args"]["raw"] == by["ingest"]["args"]["out"]
@@ -60,7 +66,7 @@ def test_local_run_wires_every_task_with_standin_cli(tmp_path):
     assert pre_work.name == "psnr" and pre_work.parent.name.startswith("pretrain-")
     # both variants start from the PSNR model artifact (its model folder), the copy of the pretrain workdir
     evaluated = dict(m.split("=", 1) for m in by["evaluate"]["args"]["model"])
-    assert list(evaluated)[0] == "psnr" and sorted(list(evaluated)[1:]) == ["l1_vgg", "l1_vgg_pieapp"]
+    assert list(evaluated)[0] == "psnr" and sorted(list(evaluated)[1:]) == ["l1_gan", "l1_vgg", "l1_vgg_pieapp"]
     assert all(t["args"]["init_from"] == str(Path(evaluated["psnr"]) / "model") for t in trains)
     assert json.loads((Path(evaluated["psnr"]) / "model" / "model.json").read_text())["variant"] == "psnr"
     for name, folder in evaluated.items():

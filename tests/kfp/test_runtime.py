@@ -220,21 +220,30 @@ def test_retried_pretrain_resumes_in_a_folder_keyed_by_its_inputs(fake_cli, tmp_
     assert len(fake_cli()) == 2 and (tmp_path / "a2" / "model" / "model.json").is_file()
 
 
-def test_grid_page_header_follows_the_models_passed(tmp_path):
+def test_grid_page_header_names_the_columns_evaluate_wrote(tmp_path):
+    """The header is the grids' own column order, read from evaluate's output (manifest inputs.models), for any
+    number of variants; without a manifest, the models of metrics.json (the same order)."""
     ev = tmp_path / "eval"
     (ev / "grids").mkdir(parents=True)
     (ev / "grids" / "g0.png").write_bytes(b"\x89PNG")
-    arts = [_artifact(tmp_path, "p", "psnr"), _artifact(tmp_path, "b", "l1_vgg_pieapp"), _artifact(tmp_path, "a", "l1_vgg")]
-    names = runtime.model_names([SimpleNamespace(path=str(a), metadata={}) for a in arts])
-    assert names == ["psnr", "l1_vgg_pieapp", "l1_vgg"]
-    runtime.write_grids_html(ev, tmp_path / "g.html", names)
-    assert "<h1>facesr: LR | bicubic | psnr | l1_vgg_pieapp | l1_vgg | HR</h1>" in (tmp_path / "g.html").read_text()
-    runtime.write_grids_html(ev, tmp_path / "g1.html", ["l1_vgg", "psnr"])  # evaluate puts psnr first
-    assert "<h1>facesr: LR | bicubic | psnr | l1_vgg | HR</h1>" in (tmp_path / "g1.html").read_text()
-    # no names given: the models evaluate scored (metrics.json)
+    models = {"bicubic": {}, "psnr": {}, "l1_vgg_pieapp": {}, "l1_vgg": {}, "l1_gan": {}}
+    (ev / "manifest.json").write_text(json.dumps({"inputs": {"models": models}}))
+    (ev / "metrics.json").write_text(json.dumps({"bicubic": {}, "psnr": {}}))
+    assert runtime.write_grids_html(ev, tmp_path / "g.html") == 1
+    assert "<h1>facesr: LR | bicubic | psnr | l1_vgg_pieapp | l1_vgg | l1_gan | HR</h1>" in (
+        tmp_path / "g.html").read_text()
+    (ev / "manifest.json").unlink()
     (ev / "metrics.json").write_text(json.dumps({"bicubic": {}, "psnr": {}, "l1_vgg_pieapp": {}}))
     runtime.write_grids_html(ev, tmp_path / "g2.html")
     assert "<h1>facesr: LR | bicubic | psnr | l1_vgg_pieapp | HR</h1>" in (tmp_path / "g2.html").read_text()
+
+
+def test_model_args_name_each_artifact_by_its_variant(tmp_path):
+    arts = [_artifact(tmp_path, "p", "psnr"), _artifact(tmp_path, "b", "l1_vgg_pieapp"), _artifact(tmp_path, "a", "l1_vgg")]
+    args = runtime.model_args([SimpleNamespace(path=str(a), metadata={}) for a in arts])
+    assert args == ["--model", f"psnr={arts[0]}", "--model", f"l1_vgg_pieapp={arts[1]}", "--model", f"l1_vgg={arts[2]}"]
+    with pytest.raises(InputError, match="both named 'psnr'"):
+        runtime.model_args([SimpleNamespace(path=str(arts[0]), metadata={})] * 2)
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ def _run_options(f):
         click.option("--data-version", default="", help="label of the data version (e.g. a date or DVC rev); part "
                                                         "of the ingest cache key, so a new label re-ingests"),
         click.option("--variant", "variants", multiple=True, help="train only these variants (repeatable; default: "
-                                                                   "l1_vgg and l1_vgg_pieapp)"),
+                                                                   "every key of params loss.variants)"),
         click.option("--mlflow-uri", default=None, help="MLflow tracking URI for register/promote (default: on a "
                      "cluster params pipeline.mlflow_uri; locally $MLFLOW_TRACKING_URI, else registry.tracking_uri)"),
         click.option("--model-name", default=None, help="registered model name (default: params registry.model_name)"),

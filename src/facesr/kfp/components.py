@@ -118,7 +118,7 @@ def evaluate(
                     profile=profile, overrides=overrides, params_text=params_text)
     runtime.log_eval_metrics(evaluation.path, metrics)
     runtime.write_table(evaluation.path, table.path)
-    runtime.write_grids_html(evaluation.path, grids.path, runtime.model_names(every))
+    runtime.write_grids_html(evaluation.path, grids.path)
 
 
 def register(

@@ -72,13 +72,13 @@ def build_pipeline(params: Params) -> Callable[..., Any]:
     ops = make_components(params.pipeline.image)
     pvc = params.pipeline.checkpoint_pvc
     nproc = params.pipeline.gpu.count  # processes per training pod: one per GPU it asks for (torchrun when > 1)
-    default_variants = params.variants
+    default_variants = params.variants  # the keys of loss.variants; the run parameter `variants` may pick some
 
     @dsl.pipeline(
         name=params.pipeline.name,
-        description="facesr x4 face super-resolution: ingest, prepare, pretrain the shared PSNR model, train "
-                    "l1_vgg and l1_vgg_pieapp from it in parallel on the GPU pool, evaluate, register in MLflow "
-                    "(alias challenger), promote (alias champion).",
+        description="facesr x4 face super-resolution: ingest, prepare, pretrain the shared PSNR model, train each "
+                    f"GAN variant ({', '.join(default_variants)}) from it in parallel on the GPU pool, evaluate, "
+                    "register in MLflow (alias challenger), promote (alias champion).",
     )
     def facesr_training(
         source: str = params.data.source,

@@ -282,11 +282,6 @@ def model_name(path: str | os.PathLike[str], metadata: Mapping[str, Any] | None 
     raise InputError(f"{path}: cannot tell which variant this model folder holds (no model/model.json 'variant')")
 
 
-def model_names(models: Sequence[Any]) -> list[str]:
-    """The names ``model_args`` gives these artifacts, in order."""
-    return [a.split("=", 1)[0] for a in model_args(models)[1::2]]
-
-
 def model_args(models: Sequence[Any]) -> list[str]:
     """``--model NAME=DIR`` for each KFP Model artifact (``.path`` and ``.metadata``)."""
     out: list[str] = []
@@ -333,24 +328,20 @@ def write_table(eval_dir: str | os.PathLike[str], out_path: str | os.PathLike[st
     Path(out_path).write_text(text, encoding="utf-8")
 
 
-def grid_columns(models: Sequence[str]) -> list[str]:
-    """The columns of evaluate's comparison grids for the models passed to it, in evaluate's own order: LR,
-    bicubic, psnr (when given), the other models in the order given, HR."""
-    names = [m for m in dict.fromkeys(models) if m != "bicubic"]
-    return ["LR", "bicubic", *sorted(names, key=lambda m: m != PSNR_NAME), "HR"]
+def grid_columns(eval_dir: str | os.PathLike[str]) -> list[str]:
+    """The columns of evaluate's comparison grids, as evaluate wrote them: LR, each model it scored in its own order
+    (``EVAL/manifest.json`` ``inputs.models``: bicubic, psnr, the variants; else the models of ``metrics.json``), HR."""
+    models = read_json_or_empty(Path(eval_dir) / "manifest.json").get("inputs", {}).get("models")
+    if not isinstance(models, dict) or not models:
+        models = read_json_or_empty(Path(eval_dir) / "metrics.json")
+    return ["LR", *models, "HR"]
 
 
-def write_grids_html(eval_dir: str | os.PathLike[str], out_path: str | os.PathLike[str],
-                     models: Sequence[str] | None = None) -> int:
-    """A self-contained HTML page with every comparison grid (``EVAL/grids/*.png``, inlined); returns the count.
-
-    The header names the grid's columns from ``models`` (the names passed to evaluate), else from the models in
-    ``EVAL/metrics.json``.
-    """
+def write_grids_html(eval_dir: str | os.PathLike[str], out_path: str | os.PathLike[str]) -> int:
+    """A self-contained HTML page with every comparison grid (``EVAL/grids/*.png``, inlined), its header naming the
+    grids' columns (``grid_columns``); returns the count."""
     grids = sorted((Path(eval_dir) / "grids").glob("*.png"))
-    if models is None:
-        models = list(read_json_or_empty(Path(eval_dir) / "metrics.json"))
-    header = " | ".join(grid_columns(models))
+    header = " | ".join(grid_columns(eval_dir))
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>facesr comparison grids</title></head><body>",
              f"<h1>facesr: {html.escape(header)}</h1>"]
     for g in grids:
