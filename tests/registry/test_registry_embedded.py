@@ -15,6 +15,7 @@ from PIL import Image
 from facesr import registry
 from facesr.cli.main import main
 from facesr.config import load_params
+from facesr.errors import FacesrError
 from facesr.fsutil import tree_hash
 
 
@@ -83,7 +84,7 @@ def test_register_promote_lineage_upscale_flow(workspace, repo_root, capsys):
     mlflow.set_tracking_uri(db(root))
     files = {p.name for p in Path(mlflow.artifacts.download_artifacts("models:/facesr@challenger",
                                                                     dst_path=str(root / "dl"))).rglob("*")}
-    assert {"mlflow_model.py", "generator.safetensors", "model.json", "MLmodel"} <= files
+    assert {"pyfunc.py", "generator.safetensors", "model.json", "MLmodel"} <= files  # the code, stored
     assert not any(f.endswith((".pkl", ".pt", ".pth")) for f in files)  # models from code: nothing pickled
     pyf = mlflow.pyfunc.load_model("models:/facesr@challenger")
     y = pyf.predict(np.random.default_rng(0).random((3, 3, 10, 12), dtype=np.float32))
@@ -226,7 +227,7 @@ def test_promotion_lock_serialises(workspace):
     spans.sort()
     assert len(spans) == 3 and all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
     with registry.promotion_lock(c, "facesr"):
-        with pytest.raises(registry.FacesrError, match="holds the lock"):
+        with pytest.raises(FacesrError, match="holds the lock"):
             with registry.promotion_lock(c, "facesr", timeout=0.3, poll=0.1):
                 pass
 

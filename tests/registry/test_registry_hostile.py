@@ -17,6 +17,7 @@ import pytest
 from conftest import make_eval, scores
 
 from facesr import registry
+from facesr.registry import tracking
 
 REPO = Path(__file__).resolve().parents[2]
 NO_CHALLENGER = "has no version with alias 'challenger'"
@@ -53,11 +54,11 @@ def test_kill_9_during_the_first_use_of_a_sqlite_store_never_bricks_it(tmp_path:
         proc.wait()
     finally:
         proc.kill()
-    assert not db.exists() or registry._sqlite_problem(db) is None  # no store, or a complete one: never half-made
+    assert not db.exists() or tracking._sqlite_problem(db) is None  # no store, or a complete one: never half-made
     r = subprocess.run(_facesr("promote"), env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and NO_CHALLENGER in r.stderr, r.stderr[-2000:]
     assert "OperationalError" not in r.stderr and "Traceback" not in r.stderr
-    assert registry._sqlite_problem(db) is None
+    assert tracking._sqlite_problem(db) is None
     assert sorted(p.name for p in folder.iterdir()) == ["mlflow.db"]  # the killed run's temporary file is gone
 
 
@@ -69,7 +70,7 @@ def test_two_first_uses_at_once_do_not_race(tmp_path: Path) -> None:
     results = [(p.wait(timeout=300), p.communicate()[1]) for p in procs]
     for code, err in results:
         assert code == 2 and NO_CHALLENGER in err, err[-2000:]
-    assert registry._sqlite_problem(db) is None
+    assert tracking._sqlite_problem(db) is None
 
 
 def test_a_half_made_store_exits_2_saying_what_happened_and_what_to_do(tmp_path: Path) -> None:

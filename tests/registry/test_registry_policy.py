@@ -7,7 +7,8 @@ import pytest
 
 from facesr.config import PromotionParams
 from facesr.errors import UserError
-from facesr.registry import Candidate, baseline_guard, decide, lower_is_better, paired_bootstrap, pick_best
+from facesr.registry import Candidate, baseline_guard, decide, pick_best
+from facesr.stats import bootstrap_ci, lower_is_better, paired_bootstrap
 
 
 def rows(model, lpips, psnr, ssim=None):
@@ -57,8 +58,7 @@ def test_different_images_and_missing_metric_raise():
 
 def test_direction_and_bootstrap():
     assert lower_is_better("lpips") and lower_is_better("pieapp") and not lower_is_better("psnr_y")
-    lo, hi = paired_bootstrap(np.full(10, 2.0), 100, 0)
-    assert lo == hi == 2.0
+    assert paired_bootstrap(np.zeros(10), np.full(10, 2.0), 100, 0)["ci95"] == [2.0, 2.0]
     mk = lambda n, psnr, lp: Candidate(n, None, None, {}, {"psnr_y": {"mean": psnr}, "lpips": {"mean": lp}})  # noqa
     cands = [mk("a", 30.0, 0.3), mk("b", 25.0, 0.2)]
     assert pick_best(cands, "lpips").name == "b" and pick_best(cands, "psnr_y").name == "a"
@@ -104,3 +104,29 @@ def test_baseline_guard_psnr_ssim_always_primary_only_with_real_weights():
     assert baseline_guard(policy, rows("a", BASE + 0.001, PSNR), bic, primary_real=False)[0] == []
     # no bicubic rows: refused, saying so
     assert "no bicubic baseline" in baseline_guard(policy, rows("a", BASE, PSNR), [], primary_real=False)[0][0]
+
+
+def test_the_gate_interval_is_the_reports_paired_bootstrap():
+    """One statistics owner: the gate's interval of the per-image improvement is facesr.stats' paired bootstrap of
+    (champion - challenger) for a lower-is-better primary, the same numbers evaluate's paired table gives."""
+    chall, champ = BASE - 0.01 + rng.normal(0, 0.02, 20), BASE
+    d = decide(PromotionParams(), rows("a", chall, PSNR), rows("b", champ, PSNR), n_boot=400, seed=7)
+    order = sorted(range(20), key=lambda k: f"i{k}")  # the gate pairs the images in the order of their names
+    want = paired_bootstrap(chall[order], champ[order], 400, 7)
+    assert d.numbers["improvement_ci95"] == want["ci95"] == bootstrap_ci((champ - chall)[order], 400, 7)
+    assert d.numbers["improvement"] == pytest.approx(want["mean_diff"], abs=1e-12)
+    # higher-is-better primary: the improvement is challenger - champion
+    hb = PromotionParams(primary_metric="psnr_y", guards={})
+    d2 = decide(hb, rows("a", BASE, PSNR + 0.3), rows("b", BASE, PSNR), n_boot=400, seed=7)
+    assert d2.numbers["improvement_ci95"] == paired_bootstrap(PSNR[order], PSNR[order] + 0.3, 400, 7)["ci95"]
+
+
+def test_the_policy_needs_no_mlflow():
+    """The gate's module imports neither MLflow nor the registry's MLflow-facing modules."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import facesr.registry.policy as p; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'mlflow'); assert not bad, bad; print('ok')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
