@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv (Python 3.11) and install the locked dependency set plus facesr. Idempotent: re-runs only when
-# requirements.lock or pyproject.toml changed.
+# Create .venv (Python 3.11) and install the locked dependency set plus facesr with all its extras (`.[all,test]`:
+# the lock is that whole set). Idempotent: re-runs only when requirements.lock or pyproject.toml changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
@@ -25,6 +25,6 @@ pip_() {
 pip_ install -q --upgrade "pip==25.3"
 echo "installing the locked dependency set (first time: a few minutes, ~6.6 GB with the CUDA build of torch)..." >&2
 pip_ install -q -r requirements.lock
-pip_ install -q --no-deps -e .
+pip_ install -q --no-deps -e ".[all,test]"
 pip_ check
 echo "$want" > "$stamp"
