@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import json
 
+import torch
+
 from facesr.bench import TABLE_FIELDS, target_lines
 from facesr.cli.main import main as cli_main
+from facesr.config import load_params
+from facesr.train import Speed
+from facesr.train.switches import snapshot
 
 
 def test_bench_smoke(params_file, tmp_path, capsys):
     out = tmp_path / "bench.json"
+    switches_before = snapshot()
     rc = cli_main(["--params", str(params_file), "--profile", "ci", "--set", "data.hr_size=32", "--set",
                    "train.batch_size=2", "bench", "--variant", "l1_vgg", "--steps", "1", "--warmup", "1",
                    "--repeat", "3", "--infer-size", "8", "--upscale-size", "40", "--upscale-tile", "16",
@@ -44,9 +50,29 @@ def test_bench_smoke(params_file, tmp_path, capsys):
         assert abs(r["data_pct"] - 100 * r["data_ms"] / r["step_ms"]) < 1e-6
         assert abs(r["spread_pct"] - 100 * (rounds[-1] - rounds[0]) / rounds[1]) < 1e-6
     assert result["rows"][0]["setting"]["channels_last"] is False
+    # the two configurations are the Trainer's: the reference and what `facesr train` runs with these params
+    params = load_params(params_file, profile="ci", overrides=["data.hr_size=32", "train.batch_size=2"])
+    assert ref["setting"] == Speed.reference().describe()
+    assert opt["setting"] == Speed.training(params, torch.device("cpu")).describe()
+    assert snapshot() == switches_before  # every global torch switch is back
     assert cli_main(["--params", str(params_file), "--profile", "ci", "bench", "--variant", "nope"]) == 2
     assert cli_main(["--params", str(params_file), "--profile", "ci", "bench", "--repeat", "0"]) == 2
     assert cli_main(["--params", str(params_file), "--profile", "ci", "bench", "--upscale-size", "-1"]) == 2
+
+
+def test_bench_reads_the_training_data_stream_of_a_prepared_folder(params_file, prepared_ci, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rc = cli_main(["--params", str(params_file), "--profile", "ci", "--set", "data.hr_size=32", "--set",
+                   "train.batch_size=2", "bench", "--variant", "l1_vgg", "--steps", "2", "--warmup", "1",
+                   "--repeat", "1", "--infer-size", "8", "--upscale-size", "0", "--no-reference", "--data",
+                   str(prepared_ci), "--json", str(out)])
+    assert rc == 0, capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert result["data"] == str(prepared_ci) and result["upscale"] is None
+    (row,) = result["rows"]
+    assert (row["variant"], row["config"], row["speedup"]) == ("l1_vgg", "optimised", None)
+    assert row["imgs_per_s"] > 0 and row["data_ms"] > 0 and row.get("upscale_mpix_per_s") is None
+    assert cli_main(["--params", str(params_file), "--profile", "ci", "bench", "--data", str(tmp_path / "none")]) == 2
 
 
 def _row(variant: str, config: str, speedup: float | None, data_pct: float) -> dict:

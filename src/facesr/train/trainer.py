@@ -397,7 +397,10 @@ class Trainer:
         yield "rng", rng_state, set_rng_state
 
     def state_dict(self) -> dict[str, Any]:
-        """The whole training state: steps done, the phase boundary, every part of ``_parts`` (RNGs included)."""
+        """The whole training state: steps done, the phase boundary, every part of ``_parts`` (RNGs included).
+
+        Tensors are the live ones (as ``nn.Module.state_dict``): serialise or copy before the next step.
+        """
         return {"step": self.steps_done, "pretrain_steps": self.pretrain_steps,
                 **{name: save() for name, save, _ in self._parts()}}
 
