@@ -142,7 +142,8 @@ def load_upscalers(params: Params, models: dict[str, Path],
                                             batch_size=params.evaluate.batch_size)
         meta = lm.meta
         model_meta[name] = {"path": str(path), "sha256": _input_hash(model_location(path)),
-                            "variant": meta.get("variant"), "untrained_weights": bool(meta.get("untrained_weights", False)),
+                            "variant": meta.get("variant"),
+                            "untrained_weights": bool(meta.get("untrained_weights", False)),
                             "steps": meta.get("steps"), "params_hash": meta.get("params_hash")}
     return upscalers, model_meta
 

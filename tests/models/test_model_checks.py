@@ -155,3 +155,30 @@ def test_evaluate_refuses_changed_weights_naming_the_file(tmp_path: Path, prepar
     err = capsys.readouterr().err
     assert code == 2 and f"{folder / 'generator.safetensors'}: sha256" in err, err
     assert not (tmp_path / "eval").exists()
+
+
+def test_model_location_is_what_every_model_argument_may_name(tmp_path: Path) -> None:
+    """models.io.model_location / find_model_folder: the one answer to "where is the model" (upscale, evaluate,
+    quality, the registry)."""
+    from facesr.models.io import find_model_folder, model_location
+
+    folder = _model(tmp_path / "train_out")  # train_out/model
+    weights = folder / "generator.safetensors"
+    assert model_location(tmp_path / "train_out") == folder  # a training output folder
+    assert model_location(folder) == folder  # a model folder
+    assert model_location(weights) == weights  # a .safetensors file, as given
+    # an MLflow download: one model.json somewhere below
+    save_generator(RRDBNet(**TINY), tmp_path / "dl" / "a" / "b" / "model", {"variant": "psnr"})
+    assert find_model_folder(tmp_path / "dl") == tmp_path / "dl" / "a" / "b" / "model"
+    pickled = tmp_path / "weights.pth"
+    pickled.write_bytes(b"not loaded")
+    with pytest.raises(InputError, match=r"--model .*weights.pth: a model file must be .safetensors"):
+        model_location(pickled, "--model ")
+    with pytest.raises(InputError, match="no such file or folder"):
+        model_location(tmp_path / "missing")
+    save_generator(RRDBNet(**TINY), tmp_path / "dl" / "c" / "model", {"variant": "psnr"})
+    with pytest.raises(InputError, match="several model.json"):
+        model_location(tmp_path / "dl")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no model.json found"):
+        model_location(tmp_path / "empty")
