@@ -18,7 +18,8 @@ from facesr.cli.main import cli, pass_app
 @click.option("--repeat", default=3, show_default=True, type=int,
               help="timed rounds per configuration, alternating reference and optimised; the median round is reported")
 @click.option("--data", type=click.Path(path_type=Path), default=None,
-              help="prepared folder to read batches from (default: synthetic uint8 patches in memory)")
+              help="prepared folder whose patches the training data stream reads (default: synthetic uint8 patches "
+                   "in memory, through the same stream)")
 @click.option("--infer-size", default=64, show_default=True, type=int, help="LR side (px) of the inference input")
 @click.option("--upscale-size", default=512, show_default=True, type=int,
               help="LR width (px; height 3/4 of it) of the synthetic image `facesr upscale` runs on (0 = skip)")

@@ -33,6 +33,6 @@ from facesr.train.trainer import (
 
 __all__ = [
     "CSV_COLUMNS", "EMA", "SUMMARY_FORMAT", "Components", "Dist", "EpochStream", "MetricsLog", "NonFiniteLossError",
-    "Params", "Speed", "Trainer", "amp_dtype", "batch_size", "build_components", "data_manifest_sha", "init_distributed",
-    "init_sha256", "make_dataset", "seed_everything", "torch_switches", "total_steps", "train",
+    "Params", "Speed", "Trainer", "amp_dtype", "batch_size", "build_components", "data_manifest_sha",
+    "init_distributed", "init_sha256", "make_dataset", "seed_everything", "torch_switches", "total_steps", "train",
 ]

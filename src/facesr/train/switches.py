@@ -5,9 +5,10 @@ switch below, sets the ones given (``None`` leaves a switch as it is), and on ex
 one back, so a caller sharing the process (tests, the bench, a notebook) finds torch as it was.
 
 - ``cudnn_benchmark``: ``torch.backends.cudnn.benchmark``
-- ``tf32``: TF32 matmuls (``torch.set_float32_matmul_precision("high")``, i.e. ``torch.backends.cuda.matmul.allow_tf32``;
-  ``"highest"`` when false) and TF32 convolutions (``torch.backends.cudnn.allow_tf32``); the per-backend
-  ``fp32_precision`` strings of newer torch are recorded and put back too
+- ``tf32``: TF32 matmuls (``torch.set_float32_matmul_precision("high")``, i.e.
+  ``torch.backends.cuda.matmul.allow_tf32``; ``"highest"`` when false) and TF32 convolutions
+  (``torch.backends.cudnn.allow_tf32``); the per-backend ``fp32_precision`` strings of newer torch are recorded and
+  put back too
 - ``deterministic``: ``torch.use_deterministic_algorithms(v, warn_only=True)``, ``torch.backends.cudnn.deterministic``
   and, when true, ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` unless the environment sets it (deterministic cuBLAS)
 """

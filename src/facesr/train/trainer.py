@@ -1,8 +1,8 @@
 """The Trainer: one object that owns what a training step needs, and the step itself.
 
-It owns the nets (G, D, G-EMA), the variant's losses, the three Adam optimisers (the L1 steps, G, D), both LR schedulers,
-and how they run (``Speed``: channels_last, bf16 autocast, fused Adam, torch.compile, DDP wrapping, the global torch
-switches). ``step(batch)`` is one optimisation step of the current phase and returns the scalars to log;
+It owns the nets (G, D, G-EMA), the variant's losses, the three Adam optimisers (the L1 steps, G, D), both LR
+schedulers, and how they run (``Speed``: channels_last, bf16 autocast, fused Adam, torch.compile, DDP wrapping, the
+global torch switches). ``step(batch)`` is one optimisation step of the current phase and returns the scalars to log;
 ``state_dict()`` / ``load_state_dict()`` are its whole training state (``facesr.checkpoint`` stores it). ``facesr
 train`` and ``facesr bench`` both build Trainers; neither sets anything up by hand.
 
@@ -378,7 +378,8 @@ class Trainer:
         self.sched_d.step()
         return {"loss_g": _item(loss_g), **{k if k.startswith("loss") else f"loss_{k}": _item(v)
                                             for k, v in terms.items()},
-                "loss_d": _item(loss_d), "lr": self.opt_g.param_groups[0]["lr"], "lr_d": self.opt_d.param_groups[0]["lr"]}
+                "loss_d": _item(loss_d), "lr": self.opt_g.param_groups[0]["lr"],
+                "lr_d": self.opt_d.param_groups[0]["lr"]}
 
     # -- the training state ---------------------------------------------------------------------------------------
 
