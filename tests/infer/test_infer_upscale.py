@@ -145,14 +145,13 @@ def test_cli_resolves_an_mlflow_uri_through_the_registry(tmp_path, repo_root, mo
 
     calls = []
 
-    def download_model(uri, dst=None):
+    def fetch_model(uri, params=None, dst=None):
         calls.append(uri)
-        target = Path(dst) / "artifacts"
-        shutil.copytree(model_dir / "model", target / "data" / "model")  # a model folder somewhere below
+        target = Path(dst) / "artifacts" / "data" / "model"
+        shutil.copytree(model_dir / "model", target)
         return target
 
-    monkeypatch.setattr(registry, "configure_tracking", lambda params=None: "sqlite:///unused.db")
-    monkeypatch.setattr(registry, "download_model", download_model)
+    monkeypatch.setattr(registry, "fetch_model", fetch_model)
     img = _face(tmp_path, "x.png", (12, 10))
     rc = _cli(repo_root, "upscale", str(tmp_path / "nothing*.png"), "--model", "models:/facesr@champion",
               "--out", str(tmp_path / "o1"))

@@ -54,8 +54,6 @@ def load_mlflow_model(params, uri: str, device: str):
 
     from facesr import registry
     from facesr.infer import load_model
-    from facesr.models.io import find_model_folder
 
-    registry.configure_tracking(params)
     with tempfile.TemporaryDirectory(prefix="facesr-model-") as td:
-        return load_model(find_model_folder(registry.download_model(uri, td)), params, device, source=uri)
+        return load_model(registry.fetch_model(uri, params, td), params, device, source=uri)

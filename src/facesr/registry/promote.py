@@ -114,7 +114,7 @@ def evaluation_of(client: Any, mv: Any) -> tuple[list[dict[str, str]], dict[str,
 
 def _baseline_decision(params: Any, client: Any, mv: Any, chall_rows: list[dict[str, str]]) -> Decision | None:
     """A refusal when the version is worse than bicubic on its own evaluation (None: the baseline guard holds)."""
-    from facesr.evaluate import BASELINE
+    from facesr.config import BASELINE
 
     rows, metrics = evaluation_of(client, mv)
     policy = params.registry.promotion

@@ -3,7 +3,7 @@
 ``facesr.registry.register`` logs this very file with ``mlflow.pyfunc.log_model(python_model=<path of this file>,
 artifacts={"model": <model folder>})``: MLflow stores a copy of the source file, not a pickle, and runs that copy on
 load. So the copy must stand alone: it imports only ``mlflow``, ``numpy``, ``torch`` and the core of the ``facesr``
-package (``facesr.models.io.load_generator``, ``facesr.infer.upscale_tensor``), never ``facesr.registry`` or an
+package (``facesr.device.resolve_device``, ``facesr.models.io.load_generator``, ``facesr.infer.upscale_tensor``), never ``facesr.registry`` or an
 optional extra (dvc, kfp, kubernetes, kagglehub). Versions registered from ``src/facesr/mlflow_model.py`` hold the
 same code under that name and need the same two functions. The weights are the model folder's
 ``generator.safetensors`` + ``model.json`` (never unpickled). Loading needs ``facesr`` installed (it is in the model's
@@ -27,11 +27,10 @@ class FacesrSuperResolution(mlflow.pyfunc.PythonModel):
     """x4 super-resolution with our RRDBNet generator."""
 
     def load_context(self, context: Any) -> None:
-        import torch
-
+        from facesr.device import resolve_device
         from facesr.models.io import load_generator
 
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = resolve_device("auto", "the pyfunc model's device")
         self.model, self.meta = load_generator(context.artifacts["model"], device=self.device)
         self.model.eval()
         self.scale = int(self.meta.get("scale", 4))

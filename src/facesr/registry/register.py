@@ -62,19 +62,24 @@ def register_key(best: Candidate, eval_dir: Path, dhash: str, phash: str) -> str
 
 
 def pyfunc_requirements() -> list[str]:
-    """The pip requirements recorded with the pyfunc model: facesr's core (no extra) and mlflow, both pinned to the
-    versions installed here. Serving the model needs nothing of dvc, kfp, kubernetes or kagglehub."""
-    from importlib.metadata import PackageNotFoundError, version
+    """The pip requirements recorded with the pyfunc model: facesr, its core dependencies (no extra) and mlflow, each
+    pinned to the version installed here (local labels such as ``+cpu`` dropped, so a GPU server installs its own
+    build). Serving the model needs nothing of dvc, kfp, kubernetes or kagglehub."""
+    import re
+    from importlib.metadata import PackageNotFoundError, requires, version
+
+    def pinned(name: str) -> str:
+        try:
+            return f"{name}=={version(name).split('+', 1)[0]}"
+        except PackageNotFoundError:
+            return name
 
     try:
-        reqs = [f"facesr=={version('facesr')}"]
+        core = [r for r in requires("facesr") or [] if ";" not in r]
     except PackageNotFoundError:
-        reqs = ["facesr"]
-    try:
-        reqs.append(f"mlflow=={version('mlflow')}")
-    except PackageNotFoundError:
-        reqs.append("mlflow")
-    return reqs
+        core = []
+    names = [re.split(r"[\s<>=!~\[;]", r, maxsplit=1)[0] for r in core]
+    return [pinned("facesr"), *(pinned(n) for n in names if n.lower() != "mlflow"), pinned("mlflow")]
 
 
 def _find_registered(client: Any, name: str, key: str) -> Any | None:
