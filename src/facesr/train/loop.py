@@ -33,7 +33,7 @@ from facesr.device import resolve_device
 from facesr.errors import FacesrError, InputError, Interrupted, UserError
 from facesr.fsutil import atomic_dir, atomic_write_json, sha256_file
 from facesr.train.log import MetricsLog
-from facesr.train.stream import Dist, EpochStream, init_distributed, make_dataset
+from facesr.train.stream import EpochStream, init_distributed, make_dataset
 from facesr.train.trainer import NonFiniteLossError, Speed, Trainer, total_steps, unwrap
 
 log = logging.getLogger(__name__)
@@ -216,10 +216,8 @@ def _loop(trainer: Trainer, stream: EpochStream, mlog: MetricsLog, inputs: check
             n_imgs = batch["hr"].shape[0] * dist.world
             imgs_done += n_imgs
             if step % tp.log_every == 0 or step == total or step == trainer.pretrain_steps:
-                phase = r.pop("phase")
-                mlog.append({"phase": phase, "step": step, "epoch": (step - 1) // stream.steps_per_epoch, **r,
+                mlog.append({"phase": r["phase"], "step": step, "epoch": (step - 1) // stream.steps_per_epoch, **r,
                              "imgs_per_s": n_imgs / dt})
-                r["phase"] = phase
             if pbar is not None:
                 post = {"phase": r["phase"], "loss_g": f"{r['loss_g']:.4g}", "img/s": f"{n_imgs / dt:.1f}"}
                 if r["loss_d"] is not None:
