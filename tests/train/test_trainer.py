@@ -82,7 +82,7 @@ def test_checkpoint_write_load_restore_and_staleness(params_ci, prepared, tmp_pa
     assert checkpoint.is_stale(tmp_path, checkpoint.Inputs("l1_vgg", p.hash(), "e" * 64, None))
     assert checkpoint.is_stale(tmp_path, checkpoint.Inputs("l1_vgg", "other", "d" * 64, None))
     checkpoint.discard(tmp_path)
-    assert not (tmp_path / "checkpoints" / "last.pt").exists() and not (tmp_path / "checkpoints" / "inputs.json").exists()
+    assert not any((tmp_path / "checkpoints" / name).exists() for name in ("last.pt", "inputs.json"))
     assert not checkpoint.is_stale(tmp_path, inputs)  # no checkpoint: nothing to be stale
 
 
