@@ -172,3 +172,8 @@ def test_the_closure_follows_function_local_and_relative_imports():
     ingest = {str(f.relative_to(SRC)) for f in verb_closure(["ingest"])}
     assert "facesr/data/ingest.py" in ingest and "facesr/data/prepare.py" not in ingest  # one verb of cli/data.py
     assert facesr_verbs("mkdir -p x && facesr --profile ci register --eval e > r.txt") == [["register"]]
+    # relative imports, from a module and from a package's __init__
+    rel = ast.parse("from ..config import Params\nfrom . import common\n")
+    assert imported([rel], "facesr.cli.main", False) == {"facesr", "facesr.config", "facesr.cli", "facesr.cli.common"}
+    assert imported([ast.parse("from .main import cli\n")], "facesr.cli", True) == {"facesr", "facesr.cli",
+                                                                                   "facesr.cli.main"}
