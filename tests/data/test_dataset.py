@@ -1,4 +1,4 @@
-"""TrainPatches, make_train_loader and load_test_pairs on the shared prepared_ci fixture."""
+"""TrainPatches, the training stream over them, and load_test_pairs on the shared prepared_ci fixture."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from facesr.data.dataset import TrainPatches, load_test_pairs, load_train_images, make_train_loader, set_loader_epoch
+from facesr.data.dataset import TrainPatches, load_test_pairs, load_train_images
+from facesr.train import Dist, EpochStream, make_dataset
 from facesr.data.degrade import bicubic_downscale
 from facesr.errors import InputError
 
@@ -63,35 +64,39 @@ def test_no_augmentation_gives_plain_crops_and_full_augmentation_transforms(prep
     assert np.array_equal(rot.patch(0)[1], np.rot90(p0))
 
 
-def test_loader_shards_by_rank_and_epoch(prepared_ci, ci_params):
+def _stream(p, prepared, rank=0, world=1):
+    return EpochStream(make_dataset(p, prepared), p, Dist(rank=rank, world=world), pin=False)
+
+
+def test_stream_shards_by_rank_and_epoch(prepared_ci, ci_params):
+    """The one training data stream (facesr.train.EpochStream): disjoint ranks, an order fixed by (seed, epoch)."""
     p = ci_params
     n = len(TrainPatches(prepared_ci, 128, 4))
     bs = p.train.batch_size
     seen = []
     for rank in range(2):
-        loader = make_train_loader(p, prepared_ci, epoch=0, rank=rank, world_size=2)
-        batches = list(loader)
-        assert len(batches) == (n // 2) // bs
+        s = _stream(p, prepared_ci, rank, 2)
+        batches = list(s.batches(0, 0))
+        assert len(batches) == s.steps_per_epoch == (n // 2) // bs
         for b in batches:
             assert b["hr"].shape == (bs, 3, 128, 128) and b["lr"].shape == (bs, 3, 32, 32)
-        seen.append(list(loader.sampler))
+        seen.append(s.order(0))
     assert not set(seen[0]) & set(seen[1])  # ranks see disjoint images
-    # same epoch -> same batches; set_loader_epoch changes order and patches reproducibly
-    l1 = make_train_loader(p, prepared_ci, epoch=0)
-    l2 = make_train_loader(p, prepared_ci, epoch=0)
-    assert all(torch.equal(x["hr"], y["hr"]) for x, y in zip(l1, l2))
-    set_loader_epoch(l2, 1)
-    l3 = make_train_loader(p, prepared_ci, epoch=1)
-    assert list(l2.sampler) == list(l3.sampler)
-    assert all(torch.equal(x["hr"], y["hr"]) for x, y in zip(l2, l3))
-    assert list(l1.sampler) != list(l3.sampler)
+    s1, s2 = _stream(p, prepared_ci), _stream(p, prepared_ci)
+    assert all(torch.equal(x["hr"], y["hr"]) for x, y in zip(s1.batches(0, 0), s2.batches(0, 0)))
+    assert s1.order(1) == s2.order(1) != s1.order(0)
+    e1 = [b["hr"] for b in s1.batches(1, 0)]
+    assert all(torch.equal(x, y["hr"]) for x, y in zip(e1, s2.batches(1, 0)))
+    assert not torch.equal(e1[0], next(iter(s1.batches(0, 0)))["hr"])
+    # starting mid-epoch reads exactly the rest of that epoch
+    assert all(torch.equal(x, y["hr"]) for x, y in zip(e1[1:], s2.batches(1, 1)))
 
 
-def test_loader_refuses_too_few_images(prepared_ci, ci_params):
+def test_stream_refuses_too_few_images(prepared_ci, ci_params):
     p = ci_params.model_copy(deep=True)
     p.train.batch_size = 64
     with pytest.raises(InputError, match="train.batch_size"):
-        make_train_loader(p, prepared_ci)
+        _stream(p, prepared_ci)
 
 
 def test_load_test_pairs(prepared_ci):
@@ -117,8 +122,8 @@ def test_not_a_prepared_folder(tmp_path):
 def test_worker_processes_give_the_same_batches(prepared_ci, ci_params):
     p2 = ci_params.model_copy(deep=True)
     p2.data.num_workers = 2
-    a = [b["hr"] for b in make_train_loader(ci_params, prepared_ci, epoch=3)]
-    b = [b["hr"] for b in make_train_loader(p2, prepared_ci, epoch=3)]
+    a = [b["hr"] for b in _stream(ci_params, prepared_ci).batches(3, 0)]
+    b = [b["hr"] for b in _stream(p2, prepared_ci).batches(3, 0)]
     assert len(a) == len(b) > 0 and all(torch.equal(x, y) for x, y in zip(a, b))
 
 

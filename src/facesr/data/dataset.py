@@ -17,9 +17,8 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 from safetensors.numpy import load_file
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import Dataset
 
-from facesr.config import Params
 from facesr.data.degrade import bicubic_downscale
 from facesr.errors import InputError
 from facesr.fsutil import read_json
@@ -126,37 +125,6 @@ class TrainPatches(Dataset):
         lr, hr = self.patch(index)
         return {"lr": torch.from_numpy(lr).permute(2, 0, 1).contiguous(),
                 "hr": torch.from_numpy(hr).permute(2, 0, 1).contiguous()}
-
-
-def set_loader_epoch(loader: DataLoader, epoch: int) -> None:
-    """Set the epoch of a loader from ``make_train_loader`` (its sampler order and its dataset's augmentation)."""
-    if hasattr(loader.sampler, "set_epoch"):
-        loader.sampler.set_epoch(epoch)
-    if hasattr(loader.dataset, "set_epoch"):
-        loader.dataset.set_epoch(epoch)
-
-
-def make_train_loader(params: Params, prepared_dir: Path, epoch: int = 0, rank: int = 0,
-                      world_size: int = 1) -> DataLoader:
-    """A DataLoader of ``TrainPatches`` for one rank: shuffled per epoch (seed, epoch), sharded by rank, drop_last.
-
-    Call ``set_loader_epoch(loader, e)`` before each later epoch (or build a new loader with ``epoch=e``).
-    """
-    d = params.data
-    ds = TrainPatches(prepared_dir, d.hr_size, d.scale, d.hflip, d.rot90, params.seed)
-    ds.set_epoch(epoch)
-    bs = params.train.batch_size
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
-    if len(ds) < bs * world_size:
-        raise InputError(f"{prepared_dir}: the training split has {len(ds)} image(s), fewer than train.batch_size="
-                         f"{bs} x {world_size} rank(s); add images or lower train.batch_size")
-    sampler = DistributedSampler(ds, num_replicas=world_size, rank=rank, shuffle=True, seed=params.seed,
-                                 drop_last=True)
-    sampler.set_epoch(epoch)
-    workers = d.num_workers
-    return DataLoader(ds, batch_size=bs, sampler=sampler, drop_last=True, num_workers=workers,
-                      pin_memory=torch.cuda.is_available(), persistent_workers=False)
 
 
 @dataclass(frozen=True)
