@@ -52,3 +52,10 @@ class Interrupted(FacesrError):
     continue. Exit status 130, as a shell reports for SIGINT."""
 
     exit_code = 130
+
+
+class Terminated(Interrupted):
+    """Stopped by SIGTERM (a preempted or deleted pod, a cancelled task) after keeping what it had; exit status 143,
+    as a shell reports for SIGTERM."""
+
+    exit_code = 143

@@ -155,6 +155,34 @@ def test_sigint_says_where_the_checkpoint_is_and_that_resume_continues(prepared,
     assert not (out.parent / f".{out.name}.lock").exists()  # the lock went with the process
 
 
+def test_sigterm_checkpoints_the_current_step_and_resume_continues(prepared, tmp_path):
+    """A preempted pod gets SIGTERM: training keeps the step it is at (not only the last periodic checkpoint) and exits
+    143; --resume continues from exactly there."""
+    out = tmp_path / "o"
+
+    def cmd(steps: int, *extra: str) -> list[str]:
+        c = _train_cmd(out, prepared, steps, *extra)
+        return [x if x != "train.checkpoint_every=1" else "train.checkpoint_every=100000" for x in c]
+
+    proc = _popen(cmd(100000))
+    try:
+        _wait_for(out / "metrics.jsonl", proc)  # the first log line: steps done, none checkpointed yet
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err[-2000:]
+    assert "SIGTERM" in err and "--resume" in err and "Traceback" not in err
+    step = int(err.split("The last checkpoint (step ")[1].split(")")[0])
+    assert step >= 1 and torch.load(out / "checkpoints" / "last.pt", weights_only=True)["step"] == step
+    assert all(json.loads(x)["step"] <= step for x in (out / "metrics.jsonl").read_text().splitlines())
+    assert not (out.parent / f".{out.name}.lock").exists()
+    done = subprocess.run(cmd(step + 2, "--resume"), capture_output=True, text=True, env=_env(), timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["step"] == step + 2
+
+
 def test_a_second_training_into_the_same_out_gets_exit_2_naming_the_holder(prepared, tmp_path):
     out = tmp_path / "o"
     first = _popen(_train_cmd(out, prepared))

@@ -9,16 +9,19 @@ step.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import html
 import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -131,14 +134,28 @@ def run_cli(
                                 bufsize=1)
         lines: list[str] = []
         assert proc.stdout is not None
-        for line in proc.stdout:
-            print(line, end="", flush=True)
-            lines.append(line)
-        code = proc.wait()
+        with _forward_sigterm(proc):  # a preempted pod: the step checkpoints where it is (facesr train), then stops
+            for line in proc.stdout:
+                print(line, end="", flush=True)
+                lines.append(line)
+            code = proc.wait()
     text = "".join(lines)
     if code != 0:
         raise StepFailed(list(verb_args), code, "".join(lines[-30:]))
     return text
+
+
+@contextlib.contextmanager
+def _forward_sigterm(proc: subprocess.Popen) -> Iterator[None]:
+    """While ``proc`` runs, a SIGTERM to this process is passed on to it (and this process waits for it to end)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: proc.poll() is None and proc.send_signal(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def copy_folder(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:

@@ -30,7 +30,7 @@ import torch
 from facesr import checkpoint, locks
 from facesr.config import PSNR_MODEL, Params
 from facesr.device import resolve_device
-from facesr.errors import FacesrError, InputError, Interrupted, UserError
+from facesr.errors import FacesrError, InputError, Interrupted, Terminated, UserError
 from facesr.fsutil import atomic_dir, atomic_write_json, sha256_file
 from facesr.train.log import MetricsLog
 from facesr.train.stream import EpochStream, init_distributed, make_dataset
@@ -201,34 +201,40 @@ def _loop(trainer: Trainer, stream: EpochStream, mlog: MetricsLog, inputs: check
     imgs_done = 0
     batches = stream.forever(step)
     try:
-        while step < limit:
-            batch = next(batches)
-            t0 = time.perf_counter()
-            try:
-                r = trainer.step(batch)
-            except NonFiniteLossError as exc:
-                raise NonFiniteLossError(f"{exc}. {_checkpoint_note(out, last_good)}; lower {exc.hint}",
-                                         exc.hint) from None
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            dt = max(time.perf_counter() - t0, 1e-9)
-            step = trainer.steps_done
-            n_imgs = batch["hr"].shape[0] * dist.world
-            imgs_done += n_imgs
-            if step % tp.log_every == 0 or step == total or step == trainer.pretrain_steps:
-                mlog.append({"phase": r["phase"], "step": step, "epoch": (step - 1) // stream.steps_per_epoch, **r,
-                             "imgs_per_s": n_imgs / dt})
-            if pbar is not None:
-                post = {"phase": r["phase"], "loss_g": f"{r['loss_g']:.4g}", "img/s": f"{n_imgs / dt:.1f}"}
-                if r["loss_d"] is not None:
-                    post["loss_d"] = f"{r['loss_d']:.4g}"
-                pbar.set_postfix(post, refresh=False)
-                pbar.update(1)
-            if step % tp.checkpoint_every == 0:
+        with _sigterm_stops() as stopped:
+            while step < limit:
+                if stopped():  # SIGTERM (a preempted pod, a cancelled task): keep this step's state, then stop
+                    save()
+                    raise Terminated(f"training stopped by SIGTERM at step {step} of {total}. The last checkpoint "
+                                     f"(step {step}) is {checkpoint.path_in(out)}; run the same command with --resume "
+                                     "to continue")
+                batch = next(batches)
+                t0 = time.perf_counter()
+                try:
+                    r = trainer.step(batch)
+                except NonFiniteLossError as exc:
+                    raise NonFiniteLossError(f"{exc}. {_checkpoint_note(out, last_good)}; lower {exc.hint}",
+                                             exc.hint) from None
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                dt = max(time.perf_counter() - t0, 1e-9)
+                step = trainer.steps_done
+                n_imgs = batch["hr"].shape[0] * dist.world
+                imgs_done += n_imgs
+                if step % tp.log_every == 0 or step == total or step == trainer.pretrain_steps:
+                    mlog.append({"phase": r["phase"], "step": step, "epoch": (step - 1) // stream.steps_per_epoch, **r,
+                                 "imgs_per_s": n_imgs / dt})
+                if pbar is not None:
+                    post = {"phase": r["phase"], "loss_g": f"{r['loss_g']:.4g}", "img/s": f"{n_imgs / dt:.1f}"}
+                    if r["loss_d"] is not None:
+                        post["loss_d"] = f"{r['loss_d']:.4g}"
+                    pbar.set_postfix(post, refresh=False)
+                    pbar.update(1)
+                if step % tp.checkpoint_every == 0:
+                    save()
+                    last_good = step
+            if step > last_good or step == 0 or not checkpoint.path_in(out).exists():
                 save()
-                last_good = step
-        if step > last_good or step == 0 or not checkpoint.path_in(out).exists():
-            save()
     except KeyboardInterrupt:  # Ctrl-C / SIGINT: say where the run stands and how to continue it
         raise Interrupted(f"training stopped at step {step} of {total}. {_checkpoint_note(out, last_good)}; "
                           f"run the same command with --resume to continue") from None
@@ -236,6 +242,25 @@ def _loop(trainer: Trainer, stream: EpochStream, mlog: MetricsLog, inputs: check
         if pbar is not None:
             pbar.close()
     return imgs_done
+
+
+@contextlib.contextmanager
+def _sigterm_stops() -> Any:
+    """While training, SIGTERM (what Kubernetes sends a preempted or deleted pod, then SIGKILL after the grace period)
+    asks the loop to checkpoint the step it is at and stop with exit 143, instead of dying between checkpoints. Yields
+    ``stopped() -> bool``. Only the main thread can take a signal: elsewhere SIGTERM keeps its default."""
+    import signal
+    import threading
+
+    got: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: got.append(signum))
+    try:
+        yield lambda: bool(got)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _check_replicas(trainer: Trainer) -> None:
