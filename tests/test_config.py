@@ -291,3 +291,13 @@ def test_params_resolve_refuses_variants_the_train_stages_would_not_have(params_
     bad.write_text(yaml.safe_dump(raw))
     assert main(["--params", str(bad), "--profile", "ci", "params", "resolve", "--out", str(out)]) == 0
     assert yaml.safe_load(out.read_text())["loss"]["variants"]["l1_vgg"]["gan"] == 0.01
+
+
+def test_the_default_pair_adapts_an_explicit_one_is_checked(params_file: Path) -> None:
+    one = {"variants": {"mine": {"pixel": 1.0}}}
+    assert resolve({"loss": one}, profile="paper").evaluate.paired is None  # default pair not defined: no table
+    p = resolve({"loss": one, "evaluate": {"paired": ["psnr", "mine"]}}, profile="paper")
+    assert p.evaluate.paired == ("psnr", "mine")
+    with pytest.raises(ParamsError, match="evaluate.paired"):
+        resolve({"loss": one, "evaluate": {"paired": ["l1_vgg", "l1_vgg_pieapp"]}}, profile="paper")
+    assert resolve({}, profile="paper").evaluate.paired == ("l1_vgg", "l1_vgg_pieapp")

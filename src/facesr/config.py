@@ -179,7 +179,7 @@ class EvaluateParams(_Section):
     paired: tuple[str, str] | None = Field(
         ("l1_vgg", "l1_vgg_pieapp"),
         description="[A, B]: the paired-difference table reports B - A on the same images (variants or psnr; "
-                    "null = no paired table)")
+                    "null = no paired table; left unset, the default pair when both are variants, else none)")
 
 
 class QualityParams(_Section):
@@ -266,6 +266,9 @@ class Params(_Section):
         if self.evaluate.paired is not None:
             known = [PSNR_MODEL, *self.loss.variants]
             bad = [m for m in self.evaluate.paired if m not in known]
+            if bad and "paired" not in self.evaluate.model_fields_set:
+                self.evaluate.paired = None  # the default pair, where those variants are not defined: no paired table
+                return self
             if bad or self.evaluate.paired[0] == self.evaluate.paired[1]:
                 raise ValueError(f"evaluate.paired {list(self.evaluate.paired)}: two different models of "
                                  f"{known} (the keys of loss.variants, or {PSNR_MODEL})")
