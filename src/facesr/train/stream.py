@@ -43,9 +43,12 @@ def init_distributed(device_pref: str) -> Dist:
     local = int(os.environ.get("LOCAL_RANK", "0"))
     here = False
     if not dist.is_initialized():
-        use_cuda = device_pref == "cuda" or (device_pref == "auto" and torch.cuda.is_available())
+        from facesr.device import resolve_device
+
+        device = resolve_device(device_pref, "train.device")  # this rank's GPU (LOCAL_RANK) or the CPU
+        use_cuda = device.type == "cuda"
         if use_cuda:
-            torch.cuda.set_device(local % max(1, torch.cuda.device_count()))
+            torch.cuda.set_device(device)
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
         here = True
     return Dist(rank, world, local, here)
