@@ -25,6 +25,6 @@ pip_() {
 pip_ install -q --upgrade "pip==25.3"
 echo "installing the locked dependency set (first time: a few minutes, ~6.6 GB with the CUDA build of torch)..." >&2
 pip_ install -q -r requirements.lock
-pip_ install -q --no-deps -e ".[all,test]"
+pip_ install -q --no-deps --no-build-isolation -e ".[all,test]"  # built with the locked setuptools
 pip_ check
 echo "$want" > "$stamp"
