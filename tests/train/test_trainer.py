@@ -104,3 +104,11 @@ def test_metrics_log_keeps_the_steps_up_to_the_checkpoint(tmp_path):
         log.append({"step": 1})
         log.write_csv()
     assert not quiet.exists()
+
+
+def test_metrics_log_skips_lines_that_are_not_rows(tmp_path):
+    (tmp_path / "metrics.jsonl").write_bytes(b'{"step": 1, "loss_g": 0.5}\n[1, 2]\n{"step": "x"}\nnot json\n\xff\xfe\n'
+                                             b'{"step": 2, "loss_g": 0.4}\n{"step": 9}\n')
+    with MetricsLog(tmp_path, 2) as log:
+        assert [r["step"] for r in log.rows] == [1, 2]
+    assert [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]

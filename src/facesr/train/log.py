@@ -2,8 +2,8 @@
 
 ``MetricsLog(out, step)`` keeps the lines logged up to ``step`` (the checkpoint a run resumes from; 0 for a fresh run)
 and rewrites the file atomically, so a resumed log holds each step once; ``append(row)`` writes and flushes one line;
-``write_csv()`` rewrites the CSV (atomically, at every checkpoint). ``enabled=False`` (DDP ranks other than 0) keeps
-the rows in memory only and writes nothing.
+``write_csv()`` rewrites the CSV (atomically, at every checkpoint). ``enabled=False`` (DDP ranks other than 0) reads,
+keeps and writes nothing.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ CSV_COLUMNS = ("step", "phase", "epoch", "loss_g", "loss_d", "lr", "lr_d", "imgs
 
 
 def read_rows(path: Path, upto: int) -> list[dict[str, Any]]:
-    """The rows of a metrics.jsonl with ``step <= upto`` (unreadable lines are skipped)."""
+    """The rows of a metrics.jsonl with ``step <= upto`` (lines that are not such a JSON object are skipped)."""
     rows: list[dict[str, Any]] = []
     if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            with contextlib.suppress(json.JSONDecodeError):
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            with contextlib.suppress(ValueError, TypeError):  # not JSON, not an object, a step that is no number
                 row = json.loads(line)
-                if int(row.get("step", 0)) <= upto:
+                if isinstance(row, dict) and int(row.get("step", 0)) <= upto:
                     rows.append(row)
     return rows
 
