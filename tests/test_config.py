@@ -301,3 +301,30 @@ def test_the_default_pair_adapts_an_explicit_one_is_checked(params_file: Path) -
     with pytest.raises(ParamsError, match="evaluate.paired"):
         resolve({"loss": one, "evaluate": {"paired": ["l1_vgg", "l1_vgg_pieapp"]}}, profile="paper")
     assert resolve({}, profile="paper").evaluate.paired == ("l1_vgg", "l1_vgg_pieapp")
+
+
+def test_params_resolve_never_overwrites_a_file_it_did_not_write(params_file: Path, tmp_path: Path, capsys) -> None:
+    """--out may be absent or an earlier resolved file; the params file itself, a user's file, or a link to the params
+    file are exit 2 and stay as they were; a link elsewhere is replaced, its target untouched."""
+    from facesr.cli.main import main
+
+    def run(out: Path) -> int:
+        return main(["--params", str(params_file), "params", "resolve", "--out", str(out)])
+
+    original = params_file.read_bytes()
+    out = tmp_path / "resolved.yaml"
+    assert run(out) == 0 and run(out) == 0  # an earlier resolved file is rewritten
+    assert yaml.safe_load(out.read_text())["profile"] == load_params(params_file).profile
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("my notes\n")
+    link = tmp_path / "link.yaml"
+    link.symlink_to(params_file)
+    capsys.readouterr()
+    for target, says in ((params_file, "the params file being read"), (link, "the params file being read"),
+                         (mine, "not a file `facesr params resolve` wrote")):
+        assert run(target) == 2
+        assert says in capsys.readouterr().err
+    assert params_file.read_bytes() == original and mine.read_text() == "my notes\n" and link.is_symlink()
+    other = tmp_path / "other.yaml"
+    other.symlink_to(mine)
+    assert run(other) == 0 and not other.is_symlink() and mine.read_text() == "my notes\n"

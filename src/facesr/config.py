@@ -460,6 +460,39 @@ def params_path(path: str | os.PathLike[str] | None = None) -> Path:
     return Path(path or os.environ.get("FACESR_PARAMS") or DEFAULT_PARAMS_FILE)
 
 
+RESOLVED_HEADER = "# written by `facesr params resolve`"
+
+
+def resolved_yaml(params: Params) -> str:
+    """The resolved params as YAML, in field order (what `facesr params` prints and `params resolve` writes)."""
+    return yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False)
+
+
+def write_resolved(params: Params, out: str | os.PathLike[str], source: str | os.PathLike[str] | None = None) -> Path:
+    """Write the resolved ``params`` as YAML to ``out`` (atomically), for DVC stages to track. ``out`` may be absent
+    or an earlier file of this function (its first line is ``RESOLVED_HEADER``); never the params file it was read
+    from (``source``) nor any other file, which is refused with a UserError naming it and left as it is. A link at
+    ``out`` is replaced, never written through."""
+    from facesr.errors import UserError
+    from facesr.fsutil import atomic_write_text
+
+    out = Path(out)
+    if out.exists() and params_path(source).exists() and os.path.samefile(out, params_path(source)):
+        raise UserError(f"--out {out}: that is the params file being read; write the resolved params elsewhere")
+    if os.path.lexists(out) and not out.is_symlink():
+        try:
+            with open(out, encoding="utf-8", errors="replace") as f:
+                first = f.read(len(RESOLVED_HEADER))
+        except OSError as exc:
+            raise UserError(f"--out {out}: cannot be read ({exc.strerror}); expected absent or an earlier resolved "
+                            "params file") from None
+        if first != RESOLVED_HEADER:
+            raise UserError(f"--out {out}: exists and is not a file `facesr params resolve` wrote; not overwritten "
+                            "(remove it or choose another path)")
+    return atomic_write_text(out, f"{RESOLVED_HEADER} (profile {params.profile}); edit the params file instead\n"
+                                  f"{resolved_yaml(params)}")
+
+
 def load_raw(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Read params.yaml (or ``path``) as a plain mapping; missing, oversized, non-UTF-8 or malformed files raise
     ParamsError naming the file."""

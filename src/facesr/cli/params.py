@@ -6,12 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import yaml
 
 from facesr.cli.main import AppContext, cli, pass_app
-from facesr.config import Params, load_raw
+from facesr.config import load_raw, resolved_yaml, write_resolved
 from facesr.errors import ParamsError
-from facesr.fsutil import atomic_write_text
 
 
 @cli.group("params", invoke_without_command=True)
@@ -32,10 +30,6 @@ def params_cmd(ctx: click.Context, flat: bool, show_hash: bool) -> None:
         click.echo(resolved_yaml(p).rstrip())
 
 
-def resolved_yaml(p: Params) -> str:
-    return yaml.safe_dump(p.model_dump(mode="json"), sort_keys=False)
-
-
 def check_stage_variants(app: AppContext) -> None:
     """DVC makes one train stage per key of the params file's top-level ``loss.variants`` (``foreach``, before any
     profile applies): the resolved variants must be those keys, or a variant would be trained by no stage."""
@@ -54,5 +48,5 @@ def check_stage_variants(app: AppContext) -> None:
 def resolve_cmd(app: AppContext, out: Path) -> None:
     """Write the resolved params (profile and --set applied, validated) for the DVC stages to track."""
     check_stage_variants(app)
-    atomic_write_text(out, resolved_yaml(app.params))
+    write_resolved(app.params, out, app.params_path)
     click.echo(f"params of profile {app.params.profile} (hash {app.params.hash()[:12]}) -> {out}")
